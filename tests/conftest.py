@@ -1,0 +1,46 @@
+"""Shared fixtures: tiny, deliberately unequal shapes so that axis mix-ups fail."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@pytest.fixture(autouse=True)
+def _few_threads():
+    """Keep torch on one thread: tests run beside other work on small machines."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+@pytest.fixture
+def affine():
+    """A 3 mm grid affine with an unusual origin (not the identity)."""
+    return np.array(
+        [[-3.0, 0, 0, 30.0], [0, 3.0, 0, -40.0], [0, 0, 3.0, -20.0], [0, 0, 0, 1.0]]
+    )
+
+
+@pytest.fixture
+def img_4d(rng, affine):
+    """A (7, 8, 9, 20) float32 BOLD-like image with a 3 mm affine and TR 2.0 s."""
+    import nibabel as nib
+
+    data = rng.standard_normal((7, 8, 9, 20)).astype("float32") + 100.0
+    img = nib.Nifti1Image(data, affine)
+    img.header.set_xyzt_units("mm", "sec")
+    img.header["pixdim"][4] = 2.0
+    return img
