@@ -1,0 +1,151 @@
+"""Pipeline configuration: defaults, YAML/TOML files, validation with helpful errors."""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .exceptions import InputDataError, InvalidParameterError
+
+__all__ = ["DEFAULTS", "load_config", "merge_config", "config_hash"]
+
+#: Every key the pipeline understands, with its default. ``None`` means "not set".
+DEFAULTS: dict[str, Any] = {
+    "output": "fmri_ica_output",
+    "seed": 0,
+    "data": {
+        "root": None,
+        "layout": "auto",
+        "subjects": None,
+        "tasks": None,
+        "runs": None,
+        "t_r": None,
+    },
+    "atlas": {"name": "seitzman300", "options": {}},
+    "parcellation": {
+        "standardize": "zscore_sample",
+        "detrend": True,
+        "high_pass": 0.008,
+        "low_pass": None,
+        "confounds_strategy": "motion",
+        "hrf_delay": 0.0,
+        "jobs": 1,
+    },
+    "samples": {
+        "label": "task",
+        "classes": None,
+        "window": 100,
+        "start": 0,
+        "step": None,
+        "frame_stride": 1,
+        "split": [0.6, 0.2, 0.2],
+    },
+    "models": {
+        "ica-lstm": {"kind": "ica", "hidden_size": 64, "r": 10, "d_a": 50, "embedding": "mean"},
+        "lstm": {"kind": "lstm", "hidden_size": 64},
+    },
+    "training": {
+        "epochs": 60,
+        "lr": 1e-3,
+        "batch_size": 32,
+        "patience": 10,
+        "weight_decay": 0.0,
+        "device": None,
+    },
+    "saliency": {
+        "method": "gradient",
+        "top_k": 0.1,
+        "n_bins": 4,
+        "per_subject": False,
+        "batch_size": 64,
+    },
+    "report": {"surface": True, "animation": True, "linear_baseline": True},
+}
+
+# Sections whose keys are free-form (names chosen by the user).
+_FREE_FORM = {("models",), ("atlas", "options")}
+
+
+def load_config(path: str | Path | None = None, overrides: dict | None = None) -> dict:
+    """Read a YAML or TOML config, fill in defaults and validate every key.
+
+    Parameters
+    ----------
+    path : str or Path, optional
+        ``.yaml``/``.yml`` or ``.toml`` file. Relative ``data.root`` and ``output`` are
+        resolved against the file's folder.
+    overrides : dict, optional
+        Applied on top of the file (e.g. from command-line options).
+    """
+    config = copy.deepcopy(DEFAULTS)
+    if path is not None:
+        path = Path(path)
+        user = _read(path)
+        for key in ("output",):
+            if key in user and not Path(user[key]).is_absolute():
+                user[key] = str((path.parent / user[key]).resolve())
+        if user.get("data", {}).get("root") and not Path(user["data"]["root"]).is_absolute():
+            user["data"]["root"] = str((path.parent / user["data"]["root"]).resolve())
+        config = merge_config(config, user, source=str(path))
+    if overrides:
+        config = merge_config(config, overrides, source="overrides")
+    return config
+
+
+def _read(path: Path) -> dict:
+    if not path.is_file():
+        raise InputDataError(f"Config file {str(path)!r} does not exist.")
+    text = path.read_text()
+    try:
+        if path.suffix == ".toml":
+            data = tomllib.loads(text)
+        elif path.suffix in (".yaml", ".yml"):
+            data = yaml.safe_load(text) or {}
+        else:
+            raise InvalidParameterError(
+                f"Config file {str(path)!r}: unknown format {path.suffix!r}; use .yaml, .yml or .toml."
+            )
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as error:
+        raise InputDataError(f"Config file {str(path)!r} cannot be parsed: {error}") from error
+    if not isinstance(data, dict):
+        raise InputDataError(f"Config file {str(path)!r} must hold a mapping of sections.")
+    return data
+
+
+def merge_config(base: dict, update: dict, *, source: str = "config", _where: tuple = ()) -> dict:
+    """Return ``base`` updated with ``update``; unknown keys raise with a suggestion."""
+    merged = copy.deepcopy(base)
+    for key, value in update.items():
+        where = (*_where, key)
+        if _where in _FREE_FORM or (_where and _where[:1] in _FREE_FORM):
+            merged[key] = copy.deepcopy(value)
+            continue
+        if key not in base:
+            close = difflib.get_close_matches(key, list(base), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise InvalidParameterError(
+                f"Unknown key {'.'.join(map(str, where))!r} in {source}. "
+                f"Allowed here: {', '.join(sorted(base))}.{hint}"
+            )
+        if isinstance(base[key], dict) and where not in _FREE_FORM:
+            if not isinstance(value, dict):
+                raise InvalidParameterError(
+                    f"{'.'.join(where)!r} in {source} must be a section (mapping); got {value!r}."
+                )
+            merged[key] = merge_config(base[key], value, source=source, _where=where)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def config_hash(*sections: Any) -> str:
+    """A short, stable hash of config sections: a stage re-runs when its inputs change."""
+    text = json.dumps(sections, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
