@@ -1,0 +1,226 @@
+"""Back-projection of region values to NIfTI: equal to nilearn, bounded, reproducible."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+
+from fmri_ica.exceptions import InputDataError, InvalidParameterError
+from fmri_ica.saliency.projection import (
+    regions_to_img,
+    save_saliency_maps,
+    time_average_img,
+    time_bin_edges,
+    time_binned_imgs,
+    write_regions_img,
+)
+
+SHAPE = (7, 8, 9)
+
+
+@dataclass
+class TinyAtlas:
+    """The attributes of fmri_ica.data.atlases.Atlas that projection uses."""
+
+    name: str
+    kind: str
+    img: nib.Nifti1Image
+    labels: pd.DataFrame
+
+    @property
+    def n_regions(self):
+        return len(self.labels)
+
+
+def labels_atlas(rng, affine, label_values=(1, 2, 3, 4, 5), table_values=None):
+    """Random label image using ``label_values``; table rows follow ``table_values``."""
+    data = rng.choice([0, *label_values], size=SHAPE).astype(np.int16)
+    table_values = list(label_values if table_values is None else table_values)
+    table = pd.DataFrame(
+        {"index": table_values, "name": [f"r{v}" for v in table_values], "network": "n"}
+    )
+    return TinyAtlas("tiny", "labels", nib.Nifti1Image(data, affine), table)
+
+
+def maps_atlas(rng, affine, n_maps=4):
+    data = rng.random((*SHAPE, n_maps)).astype(np.float32)
+    data[data < 0.4] = 0  # sparse maps, some voxels in no map at all
+    table = pd.DataFrame({"index": np.arange(1, n_maps + 1), "name": list("abcd")[:n_maps]})
+    return TinyAtlas("maps", "maps", nib.Nifti1Image(data, affine), table)
+
+
+def nilearn_inverse(atlas, values):
+    from nilearn.maskers import NiftiLabelsMasker, NiftiMapsMasker
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if atlas.kind == "labels":
+            masker = NiftiLabelsMasker(atlas.img, standardize=None).fit()
+        else:
+            masker = NiftiMapsMasker(atlas.img, standardize=None).fit()
+        return masker.inverse_transform(values)
+
+
+@pytest.mark.parametrize("ndim", [1, 2])
+def test_labels_equal_nilearn(rng, affine, ndim):
+    atlas = labels_atlas(rng, affine)
+    values = rng.standard_normal((13, 5) if ndim == 2 else (5,)).astype(np.float32)
+    img = regions_to_img(values, atlas, t_r=0.72, stride=2)
+    ref = nilearn_inverse(atlas, values)
+    assert img.shape == ref.shape == (SHAPE if ndim == 1 else (*SHAPE, 13))
+    assert img.get_data_dtype() == np.float32
+    assert_allclose(img.get_fdata(), ref.get_fdata(), rtol=1e-6, atol=0)
+    assert_allclose(img.affine, affine)
+    if ndim == 2:
+        assert img.header.get_zooms() == pytest.approx((3.0, 3.0, 3.0, 1.44))
+        assert img.header.get_xyzt_units() == ("mm", "sec")
+
+
+def test_noncontiguous_labels_follow_the_table(rng, affine):
+    # Image labels 2, 5, 9, 11; the table lists them in another order.
+    atlas = labels_atlas(rng, affine, (2, 5, 9, 11), table_values=(9, 2, 11, 5))
+    values = rng.standard_normal((6, 4))
+    img = regions_to_img(values, atlas)
+    # nilearn orders columns by sorted label value.
+    ref = nilearn_inverse(atlas, values[:, np.argsort([9, 2, 11, 5])])
+    assert_allclose(img.get_fdata(), ref.get_fdata(), rtol=1e-6)
+    label_data = np.asarray(atlas.img.dataobj)
+    assert_allclose(
+        img.get_fdata()[label_data == 9],
+        np.tile(values[:, 0], (np.sum(label_data == 9), 1)),
+        rtol=1e-6,
+    )
+
+
+def test_regions_absent_from_image_are_ignored(rng, affine):
+    # The table has 6 regions; label 4 and 6 have no voxel (e.g. lost by resampling).
+    atlas = labels_atlas(rng, affine, (1, 2, 3, 5), table_values=(1, 2, 3, 4, 5, 6))
+    values = rng.standard_normal((5, 6)).astype(np.float32)
+    img = regions_to_img(values, atlas)
+    ref = nilearn_inverse(atlas, values[:, [0, 1, 2, 4]])
+    assert_allclose(img.get_fdata(), ref.get_fdata(), rtol=1e-6)
+
+
+def test_maps_equal_nilearn(rng, affine):
+    atlas = maps_atlas(rng, affine)
+    values = rng.standard_normal((11, 4))
+    img = regions_to_img(values, atlas, t_r=2.0, chunk_size=4)
+    ref = nilearn_inverse(atlas, values)
+    assert img.shape == (*SHAPE, 11)
+    assert_allclose(img.get_fdata(), ref.get_fdata(), rtol=1e-6)
+    img3 = regions_to_img(values[3], atlas)
+    assert_allclose(img3.get_fdata(), nilearn_inverse(atlas, values[3]).get_fdata(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii"])
+def test_streaming_writer_equals_in_memory(rng, affine, tmp_path, suffix):
+    atlas = labels_atlas(rng, affine)
+    values = rng.standard_normal((23, 5)).astype(np.float32)
+    path = write_regions_img(tmp_path / f"x{suffix}", values, atlas, t_r=0.72, chunk_size=5)
+    loaded = nib.load(path)
+    expected = regions_to_img(values, atlas, t_r=0.72)
+    assert loaded.shape == expected.shape
+    assert_array_equal(loaded.get_fdata(), expected.get_fdata())
+    assert_allclose(loaded.affine, affine)
+    assert loaded.header.get_zooms() == pytest.approx((3, 3, 3, 0.72))
+    assert loaded.header.get_xyzt_units() == ("mm", "sec")
+    assert [p.name for p in tmp_path.iterdir()] == [f"x{suffix}"]  # no temporary left
+
+
+def test_time_average_and_bins(rng, affine):
+    atlas = maps_atlas(rng, affine, n_maps=3)
+    values = rng.random((10, 3))
+    mean = time_average_img(values, atlas)
+    assert mean.shape == SHAPE
+    assert_allclose(mean.get_fdata(), regions_to_img(values.mean(0), atlas).get_fdata(), rtol=1e-6)
+
+    assert_array_equal(time_bin_edges(10, 3), [0, 3, 7, 10])
+    binned = time_binned_imgs(values, atlas, 3)
+    assert binned.shape == (*SHAPE, 3)
+    assert_allclose(
+        binned.get_fdata()[..., 1],
+        regions_to_img(values[3:7].mean(0), atlas).get_fdata(),
+        rtol=1e-6,
+    )
+    as_list = time_binned_imgs(values, atlas, [0, 2, 10], as_list=True)
+    assert len(as_list) == 2 and as_list[1].shape == SHAPE
+    assert_allclose(
+        as_list[1].get_fdata(), regions_to_img(values[2:].mean(0), atlas).get_fdata(), rtol=1e-6
+    )
+
+
+def test_bad_inputs_name_the_problem(rng, affine):
+    atlas = labels_atlas(rng, affine)
+    with pytest.raises(InvalidParameterError, match="5 regions"):
+        regions_to_img(np.zeros((3, 4)), atlas)
+    with pytest.raises(InvalidParameterError, match="t_r"):
+        regions_to_img(np.zeros((3, 5)), atlas, t_r=-1)
+    with pytest.raises(InvalidParameterError, match="n_bins"):
+        time_bin_edges(3, 5)
+    with pytest.raises(InvalidParameterError, match="atlas.kind"):
+        regions_to_img(np.zeros(5), TinyAtlas("x", "label", atlas.img, atlas.labels))
+    unlisted = labels_atlas(rng, affine, (1, 2, 3), table_values=(1, 2))
+    with pytest.raises(InputDataError, match=r"\[3\].*labels table"):
+        regions_to_img(np.zeros(2), unlisted)
+
+
+def test_save_saliency_maps_names_sidecars_and_skips(rng, affine, tmp_path):
+    atlas = labels_atlas(rng, affine)
+    maps = {"0bk_body": rng.random((12, 5)), "2bk_body": rng.random((12, 5))}
+    kw = dict(
+        t_r=0.72,
+        stride=2,
+        model="ica-lstm",
+        method="saliency",
+        frames=[0, 24],
+        space="MNI152NLin6Asym",
+        prefix="group",
+        n_bins=3,
+        extra={"seed": 1},
+    )
+    paths = save_saliency_maps(tmp_path, maps, atlas, **kw)
+    assert len(paths) == 6 and all(p.exists() for p in paths)
+    stem = "group_space-MNI152NLin6Asym_atlas-tiny_model-icalstm_method-saliency_class-0bkbody"
+    names = {p.name for p in paths}
+    assert f"{stem}_stat-saliency_bold.nii.gz" in names
+    assert f"{stem}_stat-saliencymean_statmap.nii.gz" in names
+    assert f"{stem}_timebins-3_stat-saliency_statmap.nii.gz" in names
+
+    four_d = nib.load(tmp_path / f"{stem}_stat-saliency_bold.nii.gz")
+    assert four_d.shape == (*SHAPE, 12)
+    assert four_d.header.get_zooms()[3] == pytest.approx(1.44)
+    assert_allclose(
+        four_d.get_fdata(), regions_to_img(maps["0bk_body"], atlas).get_fdata(), rtol=1e-6
+    )
+    sidecar = json.loads((tmp_path / f"{stem}_timebins-3_stat-saliency_statmap.json").read_text())
+    params = sidecar["Parameters"]
+    assert params["Class"] == "0bk_body" and params["Model"] == "ica-lstm"
+    assert params["RepetitionTime"] == 0.72 and params["Stride"] == 2 and params["seed"] == 1
+    assert params["BinEdgesSeconds"] == pytest.approx([0, 5.76, 11.52, 17.28])
+    assert "fmri_ica" in sidecar["PackageVersions"]
+
+    # Re-run: nothing rewritten. Changed values: that class is rewritten.
+    mtimes = {p: p.stat().st_mtime_ns for p in paths}
+    assert save_saliency_maps(tmp_path, maps, atlas, **kw) == paths
+    assert all(p.stat().st_mtime_ns == mtimes[p] for p in paths)
+    maps["2bk_body"] = maps["2bk_body"] * 2
+    save_saliency_maps(tmp_path, maps, atlas, **kw)
+    changed = {p for p in paths if p.stat().st_mtime_ns != mtimes[p]}
+    assert changed == {p for p in paths if "class-2bkbody" in p.name}
+    assert len(list(tmp_path.iterdir())) == 12  # 6 images + 6 sidecars, no temporaries
+
+
+def test_save_saliency_maps_rejects_colliding_class_names(rng, affine, tmp_path):
+    atlas = labels_atlas(rng, affine)
+    maps = {"a-b": np.zeros((4, 5)), "ab": np.zeros((4, 5))}
+    with pytest.raises(InvalidParameterError, match="collide"):
+        save_saliency_maps(
+            tmp_path, maps, atlas, t_r=1.0, model="m", method="s", frames=None, space="MNI"
+        )
