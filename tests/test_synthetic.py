@@ -1,0 +1,70 @@
+"""The paper's synthetic box data sets: boxes, labels, masks, seeds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fmri_ica.data import synthetic as S
+from fmri_ica.exceptions import InvalidParameterError
+
+DOCUMENTED = {
+    "earlier": [((0, 30), (10, 90))],
+    "middle": [((20, 80), (20, 80))],
+    "latter": [((70, 100), (10, 90))],
+    "3_earlier": [((0, 40), (0, 30)), ((0, 40), (35, 65)), ((0, 40), (70, 100))],
+    "3_middle": [((25, 65), (0, 30)), ((25, 65), (35, 65)), ((25, 65), (70, 100))],
+    "moving_30": [((30, 90), (20, 80))],
+}
+
+
+def _box_mask(box_list):
+    mask = np.zeros((100, 100), dtype=bool)
+    for (t0, t1), (f0, f1) in box_list:
+        mask[t0:t1, f0:f1] = True
+    return mask
+
+
+@pytest.mark.parametrize("name", sorted(DOCUMENTED))
+def test_masks_match_documented_boxes(name):
+    data = S.make_dataset(name, 6, seed=1)
+    assert data.x.shape == (6, 100, 100) and data.x.dtype == np.float32
+    np.testing.assert_array_equal(data.mask, np.broadcast_to(_box_mask(DOCUMENTED[name]), data.mask.shape))
+
+
+def test_box_cells_carry_the_label_and_noise_elsewhere():
+    data = S.make_dataset("earlier", 400, seed=0)
+    sign = 2.0 * data.y - 1.0
+    box_means = data.x[data.mask.astype(bool)].reshape(400, -1).mean(axis=1)
+    np.testing.assert_allclose(box_means, sign, atol=0.1)  # 2400 N(y, 1) cells each
+    outside = data.x[~data.mask]
+    assert abs(outside.mean()) < 0.01 and abs(outside.std() - 1) < 0.01
+    assert 150 < data.y.sum() < 250  # balanced labels
+
+
+def test_mixed_uses_one_of_seven_boxes_per_sample():
+    data = S.make_dataset("mixed", 70, seed=2)
+    assert set(np.unique(data.box)) <= set(range(7)) and len(np.unique(data.box)) > 3
+    for i in range(70):
+        np.testing.assert_array_equal(data.mask[i], _box_mask([S.MIXED_BOXES[data.box[i]]]))
+    assert S.MIXED_BOXES[6] == ((20, 80), (20, 80))
+
+
+def test_seeded_and_split_sizes():
+    a, b = S.make_dataset("middle", 5, seed=3), S.make_dataset("middle", 5, seed=3)
+    np.testing.assert_array_equal(a.x, b.x)
+    assert not np.array_equal(a.x, S.make_dataset("middle", 5, seed=4).x)
+    assert not np.array_equal(a.x, S.make_dataset("latter", 5, seed=3).x)  # name is in the seed
+    train, test = S.make_split("moving_10", 20, 8, seed=0)
+    assert (len(train), len(test)) == (20, 8) and not np.array_equal(train.x[:8], test.x)
+    assert S.PAPER_SIZES["mixed"] == (8000, 1000) and S.PAPER_SIZES["moving_0"] == (1000, 200)
+    assert S.PAPER_SIZES["3_middle"] == (1000, 300)
+
+
+def test_bad_names_and_sizes():
+    with pytest.raises(InvalidParameterError, match="Did you mean 'earlier'"):
+        S.make_dataset("earlyer", 3)
+    with pytest.raises(InvalidParameterError, match="n_samples"):
+        S.make_dataset("earlier", 0)
+    with pytest.raises(InvalidParameterError, match="n_time"):
+        S.make_dataset("earlier", 3, n_time=50)
