@@ -78,18 +78,33 @@ def test_gradient_matches_finite_differences(model, x):
 def test_batched_equals_per_sample(model, x, method, options):
     lengths = torch.tensor([7, 3, 5, 1])
     whole = attribute(model, x, method=method, lengths=lengths, batch_size=3, **options)
-    single = torch.cat([
-        attribute(model, x[i : i + 1], method=method, lengths=lengths[i : i + 1], batch_size=1, **options)
-        for i in range(len(x))
-    ])
+    single = torch.cat(
+        [
+            attribute(
+                model,
+                x[i : i + 1],
+                method=method,
+                lengths=lengths[i : i + 1],
+                batch_size=1,
+                **options,
+            )
+            for i in range(len(x))
+        ]
+    )
     torch.testing.assert_close(whole, single)  # dtype-aware tolerances
 
 
 def test_integrated_gradients_completeness(model, x):
     target = torch.tensor([2, 0, 1, 1])
     attr, delta = attribute(
-        model, x, target, method="integrated_gradients", output="probability",
-        n_steps=100, internal_batch_size=64, return_convergence_delta=True,
+        model,
+        x,
+        target,
+        method="integrated_gradients",
+        output="probability",
+        n_steps=100,
+        internal_batch_size=64,
+        return_convergence_delta=True,
     )
     wrapped = lambda v: torch.softmax(model.double()(v), -1)[torch.arange(4), target]  # noqa: E731
     with torch.no_grad():
@@ -158,6 +173,7 @@ def test_noise_methods_are_seeded(model, x):
 
 def _naive_tsr(model, x, target, quantile=0.55, default=0.1):
     """One masked copy at a time: the definition, without batching."""
+
     def grad(v):
         return attribute(model, v[None], target[None], batch_size=1)[0]
 

@@ -29,7 +29,9 @@ def _box_mask(box_list):
 def test_masks_match_documented_boxes(name):
     data = S.make_dataset(name, 6, seed=1)
     assert data.x.shape == (6, 100, 100) and data.x.dtype == np.float32
-    np.testing.assert_array_equal(data.mask, np.broadcast_to(_box_mask(DOCUMENTED[name]), data.mask.shape))
+    np.testing.assert_array_equal(
+        data.mask, np.broadcast_to(_box_mask(DOCUMENTED[name]), data.mask.shape)
+    )
 
 
 def test_box_cells_carry_the_label_and_noise_elsewhere():

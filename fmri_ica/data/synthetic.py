@@ -135,7 +135,9 @@ def make_dataset(
     """
     check_option("name", name, DATASETS)
     if not isinstance(n_samples, int) or n_samples < 1:
-        raise InvalidParameterError(f"Invalid value for 'n_samples': {n_samples!r}. Use an int >= 1.")
+        raise InvalidParameterError(
+            f"Invalid value for 'n_samples': {n_samples!r}. Use an int >= 1."
+        )
     if n_time < 100 or n_features < 100:
         raise InvalidParameterError(
             f"'n_time' and 'n_features' must be >= 100 (the paper's boxes span 0-100); "

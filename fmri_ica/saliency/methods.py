@@ -77,7 +77,6 @@ _METHOD_OPTIONS = {
         "perturbations_per_eval": 16,
     },
 }
-_TSR_OPTIONS = {"base_method": "gradient", "time_quantile": 0.55, "feature_default": 0.1, "baseline": 0.0}
 
 
 class ModelOutput(nn.Module):
@@ -180,11 +179,21 @@ def attribute(
     check_option("method", method, METHODS)
     x, lengths = _check_inputs(inputs, lengths)
     if not isinstance(batch_size, int) or batch_size < 1:
-        raise InvalidParameterError(f"Invalid value for 'batch_size': {batch_size!r}. Use an int >= 1.")
+        raise InvalidParameterError(
+            f"Invalid value for 'batch_size': {batch_size!r}. Use an int >= 1."
+        )
     if method == "tsr":
         return tsr(
-            model, x, target, lengths, output=output, dtype=dtype, batch_size=batch_size,
-            seed=seed, show_progress=show_progress, **options,
+            model,
+            x,
+            target,
+            lengths,
+            output=output,
+            dtype=dtype,
+            batch_size=batch_size,
+            seed=seed,
+            show_progress=show_progress,
+            **options,
         )
     opts = _resolve_options(method, options)
     output = check_option("output", output or _DEFAULT_OUTPUT[method], OUTPUTS)
@@ -270,7 +279,9 @@ def tsr(
     output = check_option("output", output or _DEFAULT_OUTPUT[base_method], OUTPUTS)
     opts = _resolve_options(base_method, options)
     if opts.get("return_convergence_delta"):
-        raise InvalidParameterError("'return_convergence_delta' is not available with method 'tsr'.")
+        raise InvalidParameterError(
+            "'return_convergence_delta' is not available with method 'tsr'."
+        )
     with _prepared(model, x, output, dtype) as (wrapped, work_dtype):
         x = x.to(work_dtype)
         targets = _resolve_target(wrapped, x, target, lengths, batch_size)
@@ -284,8 +295,17 @@ def tsr(
             n_valid = x.shape[1] if lengths is None else int(lengths[i])
             sample_len = None if lengths is None else lengths[i : i + 1]
             maps.append(
-                _tsr_one(attr, x[i], targets[i], sample_len, n_valid, batch_size,
-                         time_quantile, feature_default, baseline)
+                _tsr_one(
+                    attr,
+                    x[i],
+                    targets[i],
+                    sample_len,
+                    n_valid,
+                    batch_size,
+                    time_quantile,
+                    feature_default,
+                    baseline,
+                )
             )
     return torch.stack(maps).contiguous()
 
@@ -348,16 +368,23 @@ def _attribute_chunk(wrapped, method, x, target, lengths, opts, seed):
         return InputXGradient(wrapped).attribute(x, **common)
     if method == "integrated_gradients":
         return IntegratedGradients(wrapped).attribute(
-            x, baselines=_as_baseline(opts["baselines"], x), n_steps=opts["n_steps"],
+            x,
+            baselines=_as_baseline(opts["baselines"], x),
+            n_steps=opts["n_steps"],
             internal_batch_size=opts["internal_batch_size"],
-            return_convergence_delta=opts["return_convergence_delta"], **common,
+            return_convergence_delta=opts["return_convergence_delta"],
+            **common,
         )
     with _seeded(seed, x.device):
         if method == "smoothgrad":
             return NoiseTunnel(Saliency(wrapped)).attribute(
-                x, nt_type="smoothgrad", nt_samples=opts["nt_samples"],
-                nt_samples_batch_size=opts["nt_samples_batch_size"], stdevs=opts["stdevs"],
-                abs=True, **common,
+                x,
+                nt_type="smoothgrad",
+                nt_samples=opts["nt_samples"],
+                nt_samples_batch_size=opts["nt_samples_batch_size"],
+                stdevs=opts["stdevs"],
+                abs=True,
+                **common,
             )
         if method == "gradient_shap":
             background = opts["baselines"]
@@ -370,8 +397,11 @@ def _attribute_chunk(wrapped, method, x, target, lengths, opts, seed):
                     f"background set matching inputs {tuple(x.shape[1:])}, got {tuple(background.shape)}."
                 )
             return GradientShap(wrapped).attribute(
-                x, baselines=background.contiguous(), n_samples=opts["n_samples"],
-                stdevs=opts["stdevs"], **common,
+                x,
+                baselines=background.contiguous(),
+                n_samples=opts["n_samples"],
+                stdevs=opts["stdevs"],
+                **common,
             )
     # occlusion
     window = tuple(int(w) for w in opts["window"])
@@ -382,9 +412,12 @@ def _attribute_chunk(wrapped, method, x, target, lengths, opts, seed):
             "Use two positive ints (time steps, features)."
         )
     return Occlusion(wrapped).attribute(
-        x, sliding_window_shapes=window, strides=strides,
+        x,
+        sliding_window_shapes=window,
+        strides=strides,
         baselines=_as_baseline(opts["baselines"], x),
-        perturbations_per_eval=opts["perturbations_per_eval"], **common,
+        perturbations_per_eval=opts["perturbations_per_eval"],
+        **common,
     )
 
 
@@ -464,8 +497,11 @@ def _resolve_target(wrapped, x, target, lengths, batch_size) -> torch.Tensor:
         with torch.no_grad():
             for start in range(0, n, batch_size):
                 sub_len = None if lengths is None else lengths[start : start + batch_size]
-                preds.append(wrapped.model(x[start : start + batch_size], *(
-                    () if sub_len is None else (sub_len,))).argmax(dim=-1))
+                preds.append(
+                    wrapped.model(
+                        x[start : start + batch_size], *(() if sub_len is None else (sub_len,))
+                    ).argmax(dim=-1)
+                )
         return torch.cat(preds).to(x.device)
     if isinstance(target, int) and not isinstance(target, bool):
         return torch.full((n,), target, dtype=torch.long, device=x.device)
@@ -484,4 +520,3 @@ def _zero_padding(attributions: torch.Tensor, lengths: torch.Tensor | None) -> t
     steps = torch.arange(attributions.shape[1], device=attributions.device)
     valid = steps[None, :] < lengths.to(attributions.device)[:, None]
     return attributions * valid[:, :, None].to(attributions.dtype)
-

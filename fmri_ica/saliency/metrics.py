@@ -37,7 +37,9 @@ def _array(values, name: str) -> np.ndarray:
         values = values.detach().cpu().numpy()
     values = np.asarray(values, dtype=np.float64)
     if values.ndim != 3:
-        raise InputDataError(f"{name!r} must have shape (batch, time, features); got {values.shape}.")
+        raise InputDataError(
+            f"{name!r} must have shape (batch, time, features); got {values.shape}."
+        )
     return values
 
 
@@ -95,7 +97,9 @@ def euclidean_distance(saliency, mask) -> np.ndarray:
     ref = _mask(mask, sal.shape)
     norm = np.sqrt((ref**2).sum(axis=(1, 2)))
     if (norm == 0).any():
-        raise InputDataError("'mask' is empty for some sample: the Euclidean distance is undefined.")
+        raise InputDataError(
+            "'mask' is empty for some sample: the Euclidean distance is undefined."
+        )
     return np.sqrt(((ref - sal) ** 2).sum(axis=(1, 2))) / norm
 
 
@@ -276,7 +280,9 @@ def region_precision_at_k(saliency, features, k: int, lengths=None) -> np.ndarra
     """
     sal = np.abs(_array(saliency, "saliency"))
     if not 1 <= k <= sal.shape[2]:
-        raise InvalidParameterError(f"Invalid value for 'k': {k!r}. Use 1..{sal.shape[2]} features.")
+        raise InvalidParameterError(
+            f"Invalid value for 'k': {k!r}. Use 1..{sal.shape[2]} features."
+        )
     sal = sal * _valid_steps(sal.shape, lengths)[:, :, None]
     totals = sal.sum(axis=1)
     relevant = _feature_mask(features, sal.shape)
@@ -346,11 +352,16 @@ def removal_test(
         for _ in range(n_random):
             random_acc.append(accuracy(_top_k_mask(rng.random(x.shape), fraction, lengths)))
         acc_top, acc_random = accuracy(top), float(np.mean(random_acc))
-        rows.append({
-            "fraction": float(fraction), "accuracy": intact, "accuracy_top": acc_top,
-            "accuracy_random": acc_random, "drop_top": intact - acc_top,
-            "drop_random": intact - acc_random,
-        })
+        rows.append(
+            {
+                "fraction": float(fraction),
+                "accuracy": intact,
+                "accuracy_top": acc_top,
+                "accuracy_random": acc_random,
+                "drop_top": intact - acc_top,
+                "drop_random": intact - acc_random,
+            }
+        )
     return rows
 
 
