@@ -1,0 +1,149 @@
+"""Inference and classification metrics for trained sequence classifiers."""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..exceptions import InputDataError, InvalidParameterError
+from .data import SequenceDataset, as_dataset, iter_batches
+
+__all__ = ["predict_logits", "evaluate"]
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of the model's first parameter (CPU for a parameter-free model)."""
+    param = next(model.parameters(), None)
+    return torch.device("cpu") if param is None else param.device
+
+
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module):
+    """Eval mode and no autograd inside; the model's previous mode is restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        model.train(was_training)
+
+
+def _check_batch_size(batch_size) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InvalidParameterError(
+            f"Invalid value for 'batch_size': {batch_size!r}. Expected an integer >= 1."
+        )
+    return batch_size
+
+
+def forward_all(model, dataset, batch_size: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (n, n_classes) and labels (n,), on the CPU, in data set order, in eval mode."""
+    logits, labels = [], []
+    with eval_mode(model):
+        for x, y, lengths in iter_batches(dataset, range(len(dataset)), batch_size):
+            lengths = None if lengths is None else lengths.to(device)
+            logits.append(model(x.to(device), lengths=lengths).float().cpu())
+            labels.append(y)
+    return torch.cat(logits), torch.cat(labels)
+
+
+def loss_and_accuracy(logits, labels, class_weights=None) -> tuple[float, float]:
+    """Cross-entropy as ``nn.CrossEntropyLoss(weight=class_weights)`` (mean), and accuracy."""
+    check_labels(labels, logits.shape[1])
+    weight = None if class_weights is None else class_weights.to(logits)
+    loss = F.cross_entropy(logits, labels, weight=weight)
+    accuracy = (logits.argmax(1) == labels).double().mean()
+    return float(loss), float(accuracy)
+
+
+def check_labels(labels: torch.Tensor, n_classes: int) -> None:
+    if labels.numel() and int(labels.max()) >= n_classes:
+        raise InputDataError(
+            f"Labels go up to {int(labels.max())} but the model outputs {n_classes} classes; "
+            "build the model with n_classes > max label, or relabel to 0 .. n_classes-1."
+        )
+
+
+def predict_logits(model, x, lengths=None, *, batch_size=256, device=None) -> torch.Tensor:
+    """Logits of ``model`` on ``x``, in eval mode, without gradients.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Called as ``model(x, lengths=lengths)``.
+    x : array-like, shape (n, time, features)
+    lengths : array-like of int, shape (n,), optional
+    batch_size : int, default=256
+    device : str or torch.device, optional
+        Where to run; None: wherever the model's parameters are. A different device
+        moves the model there (in place).
+
+    Returns
+    -------
+    torch.Tensor, shape (n, n_classes)
+        float32 logits on the CPU (no softmax applied).
+    """
+    batch_size = _check_batch_size(batch_size)
+    x_t = torch.as_tensor(np.asarray(x)) if not isinstance(x, torch.Tensor) else x
+    dataset = SequenceDataset(x_t, torch.zeros(x_t.shape[0], dtype=torch.long), lengths)
+    device = model_device(model) if device is None else torch.device(device)
+    model.to(device)
+    return forward_all(model, dataset, batch_size, device)[0]
+
+
+def evaluate(model, data, *, batch_size=256, device=None, class_weights=None) -> dict:
+    """Loss and classification metrics of ``model`` on ``data``, in eval mode.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    data : Dataset or tuple (x, y[, lengths])
+        See :class:`SequenceDataset`; ``x`` is (n, time, features).
+    batch_size : int, default=256
+    device : str or torch.device, optional
+        None: wherever the model's parameters are.
+    class_weights : array-like, shape (n_classes,), optional
+        As in ``fit``: weights the loss only (accuracies are unweighted).
+
+    Returns
+    -------
+    dict
+        ``loss`` (mean cross-entropy), ``accuracy``, ``balanced_accuracy`` (mean recall over
+        the classes present in the labels), ``precision``/``recall``/``f1`` (lists, one per
+        class, 0 where undefined), ``confusion_matrix`` (nested lists, rows = true class,
+        columns = predicted), ``n`` (samples) and ``n_classes``.
+    """
+    from sklearn.metrics import precision_recall_fscore_support
+
+    batch_size = _check_batch_size(batch_size)
+    dataset = as_dataset(data, "data")
+    device = model_device(model) if device is None else torch.device(device)
+    model.to(device)
+    logits, labels = forward_all(model, dataset, batch_size, device)
+    weights = None if class_weights is None else torch.as_tensor(class_weights)
+    loss, accuracy = loss_and_accuracy(logits, labels, weights)
+    n_classes = logits.shape[1]
+    y_true, y_pred = labels.numpy(), logits.argmax(1).numpy()
+    classes = np.arange(n_classes)
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        y_true, y_pred, labels=classes, zero_division=0
+    )
+    confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(confusion, (y_true, y_pred), 1)
+    present = confusion.sum(1) > 0
+    balanced = float(np.mean(np.diag(confusion)[present] / confusion.sum(1)[present]))
+    return {
+        "loss": loss,
+        "accuracy": accuracy,
+        "balanced_accuracy": balanced,
+        "precision": precision.tolist(),
+        "recall": recall.tolist(),
+        "f1": f1.tolist(),
+        "confusion_matrix": confusion.tolist(),
+        "n": int(len(y_true)),
+        "n_classes": int(n_classes),
+    }

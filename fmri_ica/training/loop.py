@@ -1,0 +1,563 @@
+"""The training loop: Adam on cross-entropy, early stopping on validation, exact resume.
+
+One process, one device for now. What DistributedDataParallel will change is kept in
+:class:`Runtime` (device, rank, model wrapper, sampler, cross-rank reductions), and every
+write happens only where ``runtime.is_main``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .._utils import check_option, package_versions, seed_everything, write_json, write_text
+from .._utils import progress as progress_bar
+from ..exceptions import InvalidParameterError
+from .checkpoint import (
+    STATE_FILE,
+    cpu_state_dict,
+    get_rng_states,
+    load_training_state,
+    save_checkpoint,
+    save_training_state,
+    set_rng_states,
+)
+from .data import EpochSampler, as_dataset, iter_batches
+from .evaluation import check_labels, forward_all, loss_and_accuracy
+
+__all__ = ["fit", "FitResult", "TrainingInterrupted", "Runtime", "resolve_runtime"]
+
+logger = logging.getLogger(__name__)
+
+METRIC_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
+STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGTERM", "SIGUSR1") if hasattr(signal, name)
+)
+# Parameters that change the optimisation path: a resumed run must use the same ones.
+_MUST_MATCH_ON_RESUME = ("lr", "batch_size", "weight_decay", "seed", "grad_clip", "class_weights")
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns. Epochs count from 1; ``best_epoch`` 0 means none improved."""
+
+    best_epoch: int
+    best_val_loss: float
+    best_val_accuracy: float
+    history: list[dict]
+    stopped_early: bool
+    out_dir: Path | None
+
+
+class TrainingInterrupted(SystemExit):
+    """Raised by :func:`fit` after SIGTERM/SIGUSR1, once the training state is saved.
+
+    A ``SystemExit`` (exit status 128 + signal number), so a script exits cleanly without a
+    traceback and ``except Exception`` in batch loops does not swallow a preemption.
+    """
+
+    def __init__(self, signum: int, out_dir: Path):
+        super().__init__(128 + signum)
+        self.signum, self.out_dir = signum, out_dir
+
+    def __str__(self) -> str:
+        return (
+            f"Training stopped by {signal.Signals(self.signum).name}; state saved in "
+            f"{self.out_dir}. Run fit(..., resume=True) with the same out_dir to continue."
+        )
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where and as which process training runs: the one place DDP will plug in."""
+
+    device: torch.device
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        """Only the main process writes files and shows progress."""
+        return self.rank == 0
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """The module to train (DDP: ``DistributedDataParallel(model)``)."""
+        return model
+
+    def sampler(self, n: int, seed: int) -> EpochSampler:
+        """Per-epoch index order (DDP: ``DistributedSampler(..., seed=seed)``)."""
+        return EpochSampler(n, seed)
+
+    def sum(self, values: list[float]) -> list[float]:
+        """Sum over processes (DDP: ``all_reduce``)."""
+        return values
+
+    def any(self, flag: bool) -> bool:
+        """True if any process says so (DDP: every rank must stop at the same step)."""
+        return flag
+
+
+def resolve_runtime(device=None) -> Runtime:
+    """A single-process :class:`Runtime`; ``device=None`` picks CUDA if available, else CPU."""
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise InvalidParameterError(
+            f"Invalid value for 'device': {device!r} ({exc}). Use 'cpu', 'cuda' or 'cuda:0'."
+        ) from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidParameterError(
+            f"Invalid value for 'device': {str(device)!r}, but CUDA is not available here. "
+            "Use device='cpu' or device=None."
+        )
+    return Runtime(device)
+
+
+@dataclass
+class _Progress:
+    """Counters of a run; saved in the training state (plain numbers and lists only)."""
+
+    epoch: int = 0  # completed epochs
+    step: int = 0  # completed steps of the unfinished epoch
+    global_step: int = 0
+    best_epoch: int = 0
+    best_val_loss: float = math.inf
+    best_val_accuracy: float = -math.inf
+    bad_epochs: int = 0
+    stopped_early: bool = False
+    loss_sum: float = 0.0  # running sums of the unfinished epoch
+    correct: int = 0
+    seen: int = 0
+    seconds: float = 0.0
+    history: list = field(default_factory=list)
+
+
+class _StopFlag:
+    signum: int | None = None
+
+
+@contextlib.contextmanager
+def _stop_on_signals(flag: _StopFlag, enabled: bool):
+    """Route SIGTERM/SIGUSR1 to ``flag`` (checked after every step) while inside."""
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):  # no logging here: a handler must not take locks
+        flag.signum = signum
+
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def fit(
+    model: nn.Module,
+    train,
+    val,
+    *,
+    epochs: int = 100,
+    lr: float = 1e-3,
+    batch_size: int = 50,
+    weight_decay: float = 0.0,
+    patience: int | None = 10,
+    min_epochs: int = 1,
+    monitor: str = "val_loss",
+    seed: int = 0,
+    out_dir=None,
+    device=None,
+    progress: bool = True,
+    resume: bool = False,
+    grad_clip: float | None = None,
+    class_weights=None,
+    log_every: int = 1,
+    eval_batch_size: int = 256,
+    handle_signals: bool = True,
+) -> FitResult:
+    """Train ``model`` with Adam on cross-entropy; keep the weights best on ``val``.
+
+    The loss is ``nn.CrossEntropyLoss`` on the logits (no softmax before it). After every
+    epoch the model is scored on ``val``; with ``monitor="val_loss"`` (default: smoother
+    than accuracy, which ties often on small sets) the best epoch has the lowest
+    validation loss; with ``"val_accuracy"`` the highest accuracy, ties broken by loss.
+    Training stops after ``patience`` epochs without improvement (never before
+    ``min_epochs``), and the model ends with the best weights, in eval mode. A test set
+    never enters here.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Called as ``model(x, lengths=lengths)`` -> logits (batch, n_classes). Trained in
+        place and moved to ``device``. Build it after seeding for a reproducible start.
+    train, val : Dataset or tuple (x, y[, lengths])
+        ``x`` (n, time, features) float, ``y`` (n,) int, ``lengths`` (n,) int; a Dataset
+        yields ``(x, y)`` or ``(x, y, length)`` (see :class:`SequenceDataset`).
+    epochs : int, default=100
+        Maximum number of epochs (in total, counting epochs done before a resume).
+    lr, weight_decay : float, default=1e-3, 0.0
+        Adam's learning rate and L2 penalty.
+    batch_size : int, default=50
+    patience : int or None, default=10
+        Epochs without improvement before stopping; None trains all ``epochs``.
+    min_epochs : int, default=1
+    monitor : {"val_loss", "val_accuracy"}, default="val_loss"
+    seed : int, default=0
+        Seeds torch/NumPy/Python (dropout) and, with the epoch, the shuffling (its own
+        ``torch.Generator``). On CPU the same seed and model give bitwise-identical
+        weights. On GPU cuDNN's fused RNN kernels are used; their backward pass is not
+        bitwise deterministic, so GPU runs agree only to rounding.
+    out_dir : str or Path, optional
+        Writes ``metrics.jsonl`` (one JSON line per epoch with the keys ``epoch,
+        train_loss, train_acc, val_loss, val_acc, lr, seconds``; train figures are means
+        over the epoch's batches in train mode), checkpoints ``best/`` and ``last/``
+        (``model.pt`` + ``model.json``), ``training_state.pt`` (to resume) and
+        ``fit_result.json``.
+    device : str or torch.device, optional
+        None: "cuda" if available, else "cpu".
+    progress : bool, default=True
+        A progress bar over epochs with the latest losses and accuracy.
+    resume : bool, default=False
+        Continue from ``out_dir/training_state.pt`` if there is one (else start afresh):
+        the final weights are bitwise those of an uninterrupted run (on CPU). A finished
+        run is not repeated. Without ``resume``, an ``out_dir`` holding a run is an error.
+    grad_clip : float, optional
+        Clip the gradient norm to this value.
+    class_weights : array-like, shape (n_classes,), optional
+        Weights of ``nn.CrossEntropyLoss`` (also used for the validation loss).
+    log_every : int, default=1
+        Log a line every this many epochs.
+    eval_batch_size : int, default=256
+        Batch size for validation.
+    handle_signals : bool, default=True
+        With ``out_dir``: on SIGTERM or SIGUSR1 (what SLURM sends before preemption or
+        the time limit), finish the current step, save the training state and raise
+        :class:`TrainingInterrupted` (exit status 128 + signal).
+
+    Returns
+    -------
+    FitResult
+
+    Raises
+    ------
+    InvalidParameterError
+        A bad parameter (named in the message).
+    InputDataError
+        Labels beyond the model's classes, non-finite inputs.
+    FloatingPointError
+        The training loss became NaN or infinite.
+    TrainingInterrupted
+        After SIGTERM/SIGUSR1, once the state is saved.
+    """
+    params = _check_params(
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        weight_decay=weight_decay,
+        patience=patience,
+        min_epochs=min_epochs,
+        monitor=monitor,
+        seed=seed,
+        grad_clip=grad_clip,
+        class_weights=class_weights,
+        log_every=log_every,
+        eval_batch_size=eval_batch_size,
+    )
+    train_ds, val_ds = as_dataset(train, "train"), as_dataset(val, "val")
+    out = _check_out_dir(out_dir, resume)
+    runtime = resolve_runtime(device)
+    model.to(runtime.device)
+    weights = params["class_weights"]
+    weights = None if weights is None else torch.tensor(weights, dtype=torch.float32)
+    criterion = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(runtime.device))
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    prog, best = _start(model, optimizer, out, params, resume, runtime)
+    loop = _Loop(model, runtime.wrap(model), optimizer, criterion, weights, params, runtime, out)
+    loop.best_state = best
+    flag = _StopFlag()
+    bar = progress_bar(
+        total=epochs,
+        initial=min(prog.epoch, epochs),
+        desc="fit",
+        enabled=progress and runtime.is_main,
+    )
+    with bar, _stop_on_signals(flag, handle_signals and out is not None):
+        while prog.epoch < epochs and not prog.stopped_early:
+            loop.run_epoch(prog, train_ds, val_ds, flag)
+            record = prog.history[-1]
+            bar.update(1)
+            bar.set_postfix(
+                loss=record["train_loss"], val_loss=record["val_loss"], val_acc=record["val_acc"]
+            )
+            if prog.epoch % log_every == 0 or prog.stopped_early or prog.epoch == epochs:
+                _log_epoch(record, epochs, prog)
+            if runtime.any(flag.signum is not None):
+                loop.interrupt(prog, flag.signum)
+    model.load_state_dict(loop.best_state)
+    model.eval()
+    result = FitResult(
+        prog.best_epoch,
+        prog.best_val_loss,
+        prog.best_val_accuracy,
+        prog.history,
+        prog.stopped_early,
+        out,
+    )
+    if out is not None and runtime.is_main:
+        write_json(
+            out / "fit_result.json",
+            {**asdict(result), "params": params, "versions": package_versions()},
+        )
+    return result
+
+
+class _Loop:
+    """The state-changing parts of :func:`fit`: steps, epoch ends, saving."""
+
+    def __init__(self, model, net, optimizer, criterion, weights, params, runtime, out):
+        self.model, self.net, self.optimizer, self.criterion = model, net, optimizer, criterion
+        self.weights, self.params, self.runtime, self.out = weights, params, runtime, out
+        self.best_state: dict = {}
+
+    def run_epoch(self, prog: _Progress, train_ds, val_ds, flag: _StopFlag) -> None:
+        """One epoch (or its remainder after a mid-epoch resume), then validate and save."""
+        started = time.perf_counter()
+        sampler = self.runtime.sampler(len(train_ds), self.params["seed"])
+        sampler.set_epoch(prog.epoch)
+        self.net.train()
+        batches = iter_batches(train_ds, sampler, self.params["batch_size"], start=prog.step)
+        for x, y, lengths in batches:
+            self.step(prog, x, y, lengths)
+            if self.runtime.any(flag.signum is not None):
+                prog.seconds += time.perf_counter() - started
+                self.interrupt(prog, flag.signum)
+        prog.seconds += time.perf_counter() - started
+        self.end_epoch(prog, val_ds)
+
+    def step(self, prog: _Progress, x, y, lengths) -> None:
+        device = self.runtime.device
+        self.optimizer.zero_grad(set_to_none=True)
+        logits = self.net(x.to(device), lengths=None if lengths is None else lengths.to(device))
+        check_labels(y, logits.shape[1])
+        y_dev = y.to(device)
+        loss = self.criterion(logits, y_dev)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"The training loss is {float(loss)} at epoch {prog.epoch + 1}, step "
+                f"{prog.step + 1}. Lower 'lr', set 'grad_clip', or check the inputs' scale."
+            )
+        loss.backward()
+        if self.params["grad_clip"] is not None:
+            nn.utils.clip_grad_norm_(self.net.parameters(), self.params["grad_clip"])
+        self.optimizer.step()
+        prog.loss_sum += loss.detach().item() * len(y)
+        prog.correct += int((logits.argmax(1) == y_dev).sum())
+        prog.seen += len(y)
+        prog.step += 1
+        prog.global_step += 1
+
+    def end_epoch(self, prog: _Progress, val_ds) -> None:
+        """Validate, update best and early stopping, record the metrics and save."""
+        logits, labels = forward_all(
+            self.model, val_ds, self.params["eval_batch_size"], self.runtime.device
+        )
+        val_loss, val_acc = loss_and_accuracy(logits, labels, self.weights)
+        loss_sum, correct, seen = self.runtime.sum([prog.loss_sum, prog.correct, prog.seen])
+        prog.epoch += 1
+        record = {
+            "epoch": prog.epoch,
+            "train_loss": loss_sum / seen,
+            "train_acc": correct / seen,
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "seconds": prog.seconds,
+        }
+        prog.history.append(record)
+        prog.step, prog.loss_sum, prog.correct, prog.seen, prog.seconds = 0, 0.0, 0, 0, 0.0
+        improved = _improved(self.params["monitor"], val_loss, val_acc, prog)
+        if improved:
+            prog.best_epoch, prog.best_val_loss, prog.best_val_accuracy = (
+                prog.epoch,
+                val_loss,
+                val_acc,
+            )
+            prog.bad_epochs = 0
+            self.best_state = cpu_state_dict(self.model)
+        else:
+            prog.bad_epochs += 1
+        patience = self.params["patience"]
+        if (
+            patience is not None
+            and prog.bad_epochs >= patience
+            and prog.epoch >= self.params["min_epochs"]
+        ):
+            prog.stopped_early = True
+        self.save(prog, record, improved)
+
+    def save(self, prog: _Progress, record: dict | None = None, improved: bool = False) -> None:
+        """Metrics line, ``best/`` (if improved), ``last/``, then the training state.
+
+        The training state is written last: it is the commit point a resume starts from.
+        """
+        if self.out is None or not self.runtime.is_main:
+            return
+        if record is not None:
+            with open(self.out / "metrics.jsonl", "a") as handle:
+                handle.write(json.dumps(record) + "\n")
+        extra = {"training": self.params, "metrics": record, "global_step": prog.global_step}
+        if improved:
+            save_checkpoint(self.out / "best", self.model, epoch=prog.epoch, extra=extra)
+        save_checkpoint(self.out / "last", self.model, epoch=prog.epoch, extra=extra)
+        state = {
+            "format": 1,
+            "params": self.params,
+            "progress": asdict(prog),
+            "model": cpu_state_dict(self.model),
+            "best_model": self.best_state,
+            "optimizer": self.optimizer.state_dict(),
+            "rng": get_rng_states(),
+        }
+        save_training_state(self.out, state)
+
+    def interrupt(self, prog: _Progress, signum: int) -> None:
+        """Save the state at this step boundary and raise :class:`TrainingInterrupted`."""
+        self.save(prog)
+        error = TrainingInterrupted(signum, self.out)
+        logger.warning(
+            "Received %s: saved the training state after epoch %d step %d (global step %d) "
+            "to %s; exiting with status %d. Re-run with resume=True to continue.",
+            signal.Signals(signum).name,
+            prog.epoch,
+            prog.step,
+            prog.global_step,
+            self.out,
+            error.code,
+        )
+        raise error
+
+
+def _improved(monitor: str, val_loss: float, val_acc: float, prog: _Progress) -> bool:
+    if monitor == "val_loss":
+        return val_loss < prog.best_val_loss
+    return val_acc > prog.best_val_accuracy or (
+        val_acc == prog.best_val_accuracy and val_loss < prog.best_val_loss
+    )
+
+
+def _log_epoch(record: dict, epochs: int, prog: _Progress) -> None:
+    logger.info(
+        "epoch %d/%d: train loss %.4f acc %.3f | val loss %.4f acc %.3f | %.1f s%s",
+        record["epoch"],
+        epochs,
+        record["train_loss"],
+        record["train_acc"],
+        record["val_loss"],
+        record["val_acc"],
+        record["seconds"],
+        f" | stopping early, best epoch {prog.best_epoch}" if prog.stopped_early else "",
+    )
+
+
+def _start(model, optimizer, out, params, resume, runtime) -> tuple[_Progress, dict]:
+    """Fresh counters and seeds, or everything restored from ``out``'s training state."""
+    state = load_training_state(out) if resume and out is not None else None
+    if state is None:
+        if resume:
+            logger.info("No training state in %s: starting from scratch.", out)
+        seed_everything(params["seed"])
+        if out is not None and runtime.is_main:
+            write_text(out / "metrics.jsonl", "")
+        return _Progress(), cpu_state_dict(model)
+    for name in _MUST_MATCH_ON_RESUME:
+        if state["params"][name] != params[name]:
+            raise InvalidParameterError(
+                f"Invalid value for {name!r} with resume=True: {params[name]!r}, but the run in "
+                f"{str(out)!r} used {state['params'][name]!r}. Use the same value, or a new out_dir."
+            )
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    set_rng_states(state["rng"])
+    prog = _Progress(**state["progress"])
+    if runtime.is_main:  # drop lines written after the state was saved (a crash between)
+        write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in prog.history))
+    logger.info("Resuming %s after epoch %d, step %d.", out, prog.epoch, prog.step)
+    return prog, state["best_model"]
+
+
+def _check_out_dir(out_dir, resume: bool) -> Path | None:
+    if out_dir is None:
+        if resume:
+            raise InvalidParameterError("resume=True needs 'out_dir' (where the state is saved).")
+        return None
+    out = Path(out_dir)
+    if not resume and (out / STATE_FILE).exists():
+        raise InvalidParameterError(
+            f"Invalid value for 'out_dir': {str(out)!r} already holds a training run. Pass "
+            "resume=True to continue it, or choose (or empty) another folder."
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _check_params(**p) -> dict:
+    """Validate :func:`fit`'s numeric parameters; return them JSON-ready."""
+    for name in ("epochs", "batch_size", "min_epochs", "log_every", "eval_batch_size"):
+        _check_int(name, p[name], 1)
+    _check_int("seed", p["seed"], 0)
+    if p["patience"] is not None:
+        _check_int("patience", p["patience"], 1)
+    _check_float("lr", p["lr"], positive=True)
+    _check_float("weight_decay", p["weight_decay"], positive=False)
+    if p["grad_clip"] is not None:
+        _check_float("grad_clip", p["grad_clip"], positive=True)
+    check_option("monitor", p["monitor"], ("val_loss", "val_accuracy"))
+    if p["class_weights"] is not None:
+        p["class_weights"] = _check_class_weights(p["class_weights"])
+    p["lr"], p["weight_decay"] = float(p["lr"]), float(p["weight_decay"])
+    return p
+
+
+def _check_int(name: str, value, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidParameterError(
+            f"Invalid value for {name!r}: {value!r}. Expected an integer >= {minimum}."
+        )
+
+
+def _check_float(name: str, value, positive: bool) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0 or (positive and value == 0):
+        raise InvalidParameterError(
+            f"Invalid value for {name!r}: {value!r}. Expected a finite number "
+            f"{'> 0' if positive else '>= 0'}."
+        )
+
+
+def _check_class_weights(value) -> list[float]:
+    weights = torch.as_tensor(value, dtype=torch.float64)
+    if (
+        weights.ndim != 1
+        or not torch.isfinite(weights).all()
+        or (weights < 0).any()
+        or weights.sum() <= 0
+    ):
+        raise InvalidParameterError(
+            f"Invalid value for 'class_weights': {value!r}. Expected one finite weight >= 0 "
+            "per class, not all zero."
+        )
+    return weights.tolist()

@@ -1,0 +1,342 @@
+"""Tests of fmri_ica.training: learning, determinism, exact resume, checkpoints, metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import fmri_ica.models
+from fmri_ica._utils import package_versions
+from fmri_ica.exceptions import InputDataError, InvalidParameterError
+from fmri_ica.training import (
+    SequenceDataset,
+    TrainingInterrupted,
+    evaluate,
+    fit,
+    load_model,
+    predict_logits,
+    save_checkpoint,
+)
+
+T, F = 11, 6  # unequal on purpose
+
+
+class TinyGRU(nn.Module):
+    """A model following the fmri_ica.models contract: model(x, lengths) -> logits."""
+
+    def __init__(self, n_features, n_classes, hidden=8, dropout=0.1):
+        super().__init__()
+        self.config = {"kind": "tiny_gru", "n_features": n_features, "n_classes": n_classes,
+                       "hidden": hidden, "dropout": dropout}  # fmt: skip
+        self.gru = nn.GRU(n_features, hidden, batch_first=True)
+        self.drop = nn.Dropout(dropout)  # makes the torch RNG matter for resume
+        self.head = nn.Linear(hidden, n_classes)
+
+    def forward(self, x, lengths=None):
+        out, _ = self.gru(self.drop(x))
+        if lengths is None:
+            last = out[:, -1]
+        else:
+            last = out[torch.arange(len(x)), lengths.to(out.device) - 1]
+        return self.head(self.drop(last))
+
+
+def tiny_from_config(config):
+    config = dict(config)
+    assert config.pop("kind") == "tiny_gru"
+    return TinyGRU(**config)
+
+
+def make_model(seed=0, **kw):
+    torch.manual_seed(seed)
+    return TinyGRU(F, 2, **kw)
+
+
+def box_data(n, seed, signal_strength=1.0, with_lengths=True):
+    """Noise with a box (steps 2-6, features 1-4) of mean +-signal_strength per class."""
+    gen = np.random.default_rng(seed)
+    y = gen.integers(0, 2, n)
+    x = gen.standard_normal((n, T, F)).astype("float32")
+    x[:, 2:7, 1:5] += signal_strength * (2 * y[:, None, None] - 1)
+    lengths = gen.integers(8, T + 1, n) if with_lengths else None
+    return x, y, lengths
+
+
+def weights_equal(a: nn.Module, b: nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+QUICK = dict(epochs=4, lr=1e-2, batch_size=20, progress=False, patience=None)
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return box_data(120, 1), box_data(60, 2), box_data(200, 3)
+
+
+def test_learns_toy_problem_and_noise_stays_at_chance(toy):
+    train, val, test = toy
+    model = make_model()
+    result = fit(model, train, val, epochs=15, lr=1e-2, batch_size=20, patience=5, progress=False)
+    assert evaluate(model, test)["accuracy"] >= 0.9
+    assert result.best_val_accuracy >= 0.9
+
+    # Same inputs, labels unrelated to them: held-out accuracy must stay near 0.5.
+    noise = [
+        (x, np.random.default_rng(k).integers(0, 2, len(x)), l) for k, (x, _, l) in enumerate(toy)
+    ]
+    model = make_model()
+    fit(model, noise[0], noise[1], epochs=15, lr=1e-2, batch_size=20, patience=5, progress=False)
+    assert 0.35 <= evaluate(model, noise[2])["accuracy"] <= 0.65
+
+
+def test_same_seed_is_bitwise_identical_and_seed_matters(toy):
+    train, val, _ = toy
+    runs = []
+    for seed in (0, 0, 1):
+        model = make_model()
+        fit(model, train, val, seed=seed, **QUICK)
+        runs.append(model)
+    assert weights_equal(runs[0], runs[1])
+    assert not weights_equal(runs[0], runs[2])
+
+
+def test_resume_gives_the_uninterrupted_weights(toy, tmp_path):
+    train, val, _ = toy
+    straight = make_model()
+    ref = fit(straight, train, val, **{**QUICK, "epochs": 6}, out_dir=tmp_path / "a")
+
+    model = make_model()
+    first = fit(model, train, val, **{**QUICK, "epochs": 3}, out_dir=tmp_path / "b")
+    assert len(first.history) == 3
+    resumed = make_model(seed=123)  # a different start: everything must come from the state
+    result = fit(resumed, train, val, **{**QUICK, "epochs": 6}, out_dir=tmp_path / "b", resume=True)
+    assert weights_equal(resumed, straight)
+    assert result.best_epoch == ref.best_epoch
+    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in result.history]
+    assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in ref.history]
+    for name in ("last", "best"):
+        a = torch.load(tmp_path / "a" / name / "model.pt", weights_only=True)
+        b = torch.load(tmp_path / "b" / name / "model.pt", weights_only=True)
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    # A finished run is not repeated: resuming again changes nothing.
+    again = make_model(seed=7)
+    fit(again, train, val, **{**QUICK, "epochs": 6}, out_dir=tmp_path / "b", resume=True)
+    assert weights_equal(again, straight)
+
+
+class SignallingDataset(torch.utils.data.Dataset):
+    """Sends SIGUSR1 to this process when item number ``at`` is fetched (like SLURM would)."""
+
+    def __init__(self, x, y, lengths, at):
+        self.inner, self.at, self.calls = SequenceDataset(x, y, lengths), at, 0
+
+    def __len__(self):
+        return len(self.inner)
+
+    def __getitem__(self, i):
+        self.calls += 1
+        if self.calls == self.at:
+            os.kill(os.getpid(), signal.SIGUSR1)
+        return self.inner[i]
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="needs POSIX signals")
+def test_signal_saves_state_mid_epoch_and_resume_is_exact(toy, tmp_path):
+    train, val, _ = toy
+    params = {**QUICK, "epochs": 4}
+    straight = make_model()
+    fit(straight, train, val, **params)
+
+    model = make_model()
+    at = 120 + 2 * 20 + 5  # during the 3rd batch of the 2nd epoch
+    with pytest.raises(TrainingInterrupted) as info:
+        fit(model, SignallingDataset(*train, at=at), val, **params, out_dir=tmp_path)
+    assert info.value.code == 128 + signal.SIGUSR1
+    state = torch.load(tmp_path / "training_state.pt", weights_only=True)
+    assert (state["progress"]["epoch"], state["progress"]["step"]) == (1, 3)
+    assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL  # handler removed again
+
+    resumed = make_model(seed=5)
+    result = fit(resumed, train, val, **params, out_dir=tmp_path, resume=True)
+    assert weights_equal(resumed, straight)
+    assert [r["epoch"] for r in result.history] == [1, 2, 3, 4]
+
+
+def test_checkpoint_round_trip(toy, tmp_path, monkeypatch):
+    monkeypatch.setattr(fmri_ica.models, "model_from_config", tiny_from_config, raising=False)
+    train, val, test = toy
+    model = make_model()
+    fit(model, train, val, **QUICK)
+    save_checkpoint(tmp_path / "ck", model, epoch=4, extra={"training": {"lr": 0.01}})
+    loaded = load_model(tmp_path / "ck")
+    assert not loaded.training
+    x, _, lengths = test
+    assert torch.equal(predict_logits(model, x, lengths), predict_logits(loaded, x, lengths))
+    sidecar = json.loads((tmp_path / "ck" / "model.json").read_text())
+    assert sidecar["config"] == model.config
+    assert sidecar["epoch"] == 4 and sidecar["training"] == {"lr": 0.01}
+    assert sidecar["versions"] == package_versions()
+    state = torch.load(tmp_path / "ck" / "model.pt", weights_only=True)
+    assert set(state) == set(model.state_dict())
+    with pytest.raises(InputDataError, match="model.pt"):
+        load_model(tmp_path)
+
+
+def test_fit_checkpoints_load_with_weights_only(toy, tmp_path, monkeypatch):
+    monkeypatch.setattr(fmri_ica.models, "model_from_config", tiny_from_config, raising=False)
+    train, val, _ = toy
+    model = make_model()
+    result = fit(model, train, val, **QUICK, out_dir=tmp_path)
+    best = load_model(tmp_path / "best")
+    assert weights_equal(best, model)  # fit returns the best weights
+    state = torch.load(tmp_path / "training_state.pt", weights_only=True)
+    assert state["progress"]["epoch"] == 4 and "optimizer" in state and "rng" in state
+    summary = json.loads((tmp_path / "fit_result.json").read_text())
+    assert summary["best_epoch"] == result.best_epoch and summary["params"]["lr"] == 0.01
+    with pytest.raises(InvalidParameterError, match="out_dir"):
+        fit(make_model(), train, val, **QUICK, out_dir=tmp_path)  # would overwrite a run
+    with pytest.raises(InvalidParameterError, match="'lr'"):
+        fit(make_model(), train, val, **{**QUICK, "lr": 0.1}, out_dir=tmp_path, resume=True)
+
+
+def test_early_stopping_restores_best_weights(toy, tmp_path):
+    # Labels unrelated to the inputs and a high learning rate: validation loss rises soon.
+    x, _, lengths = toy[0]
+    y = np.random.default_rng(0).integers(0, 2, len(x))
+    xv, _, lv = toy[1]
+    val = (xv, np.random.default_rng(1).integers(0, 2, len(xv)), lv)
+    model = make_model(hidden=16, dropout=0.0)
+    result = fit(model, (x, y, lengths), val, epochs=60, lr=3e-2, batch_size=20, patience=3,
+                 progress=False, out_dir=tmp_path)  # fmt: skip
+    assert result.stopped_early
+    assert len(result.history) == result.best_epoch + 3 < 60
+    assert result.best_val_loss == min(r["val_loss"] for r in result.history)
+    assert result.best_val_loss < result.history[-1]["val_loss"]
+    assert evaluate(model, val)["loss"] == pytest.approx(result.best_val_loss, rel=1e-6)
+
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert len(records) == len(result.history)
+    keys = {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"}
+    assert all(set(r) == keys for r in records)
+    assert [r["epoch"] for r in records] == list(range(1, len(records) + 1))
+    assert [r["val_loss"] for r in records] == [r["val_loss"] for r in result.history]
+
+
+def test_monitor_val_accuracy_picks_the_most_accurate_epoch(toy):
+    train, val, _ = toy
+    result = fit(make_model(), train, val, **QUICK, monitor="val_accuracy")
+    accs = [r["val_acc"] for r in result.history]
+    assert result.best_val_accuracy == max(accs)
+    assert result.history[result.best_epoch - 1]["val_acc"] == max(accs)
+
+
+class TableModel(nn.Module):
+    """Returns preset logits: feature 0 of the first step holds the sample index."""
+
+    def __init__(self, logits):
+        super().__init__()
+        self.table = nn.Parameter(torch.as_tensor(logits, dtype=torch.float32))
+
+    def forward(self, x, lengths=None):
+        return self.table[x[:, 0, 0].long()]
+
+
+@pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")
+def test_evaluate_matches_sklearn(rng):
+    from sklearn.metrics import (
+        balanced_accuracy_score,
+        confusion_matrix,
+        precision_recall_fscore_support,
+    )
+
+    n, k = 53, 4
+    logits = rng.standard_normal((n, k)) * 2
+    y = rng.integers(0, k - 1, n)  # class 3 never occurs: zero_division must hold
+    x = np.zeros((n, 3, 2), "float32")
+    x[:, 0, 0] = np.arange(n)
+    metrics = evaluate(TableModel(logits), (x, y), batch_size=7)
+    pred = logits.argmax(1)
+    assert metrics["n"] == n and metrics["n_classes"] == k
+    assert metrics["accuracy"] == pytest.approx(np.mean(pred == y))
+    assert metrics["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y, pred))
+    assert metrics["confusion_matrix"] == confusion_matrix(y, pred, labels=range(k)).tolist()
+    p, r, f, _ = precision_recall_fscore_support(y, pred, labels=range(k), zero_division=0)
+    assert np.allclose(metrics["precision"], p) and np.allclose(metrics["recall"], r)
+    assert np.allclose(metrics["f1"], f)
+    expected = nn.CrossEntropyLoss()(torch.as_tensor(logits), torch.as_tensor(y))
+    assert metrics["loss"] == pytest.approx(float(expected), rel=1e-5)
+    with pytest.raises(InputDataError, match="classes"):
+        evaluate(TableModel(logits[:, :2]), (x, y))
+
+
+def test_predict_logits_is_eval_mode_and_batch_independent(toy):
+    x, _, lengths = toy[2]
+    model = make_model(dropout=0.5).train()
+    a = predict_logits(model, x, lengths, batch_size=7)
+    b = predict_logits(model, x, lengths, batch_size=256)
+    assert model.training  # mode restored
+    assert a.shape == (len(x), 2) and not a.requires_grad
+    torch.testing.assert_close(a, b)
+    with torch.no_grad():
+        direct = model.eval()(torch.as_tensor(x), lengths=torch.as_tensor(lengths))
+    torch.testing.assert_close(a, direct)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"lr": -1e-3}, "lr"),
+        ({"lr": float("nan")}, "lr"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"epochs": 0}, "epochs"),
+        ({"patience": 0}, "patience"),
+        ({"weight_decay": -1.0}, "weight_decay"),
+        ({"grad_clip": 0.0}, "grad_clip"),
+        ({"monitor": "val_los"}, "monitor"),
+        ({"class_weights": [1.0, -1.0]}, "class_weights"),
+        ({"device": "nonsense"}, "device"),
+        ({"resume": True}, "out_dir"),
+    ],
+)
+def test_bad_parameters_name_the_parameter(toy, kwargs, name):
+    train, val, _ = toy
+    with pytest.raises(InvalidParameterError, match=f"'?{name}'?"):
+        fit(make_model(), train, val, **{**QUICK, **kwargs})
+
+
+def test_bad_data_name_the_parameter(toy):
+    x, y, lengths = toy[0]
+    with pytest.raises(InvalidParameterError, match="'y'"):
+        SequenceDataset(x, y[:-1])
+    with pytest.raises(InvalidParameterError, match="'lengths'"):
+        SequenceDataset(x, y, lengths[:-1])
+    with pytest.raises(InvalidParameterError, match="'lengths'"):
+        SequenceDataset(x, y, np.full(len(y), T + 1))
+    with pytest.raises(InvalidParameterError, match="'x'"):
+        SequenceDataset(x[0], y)
+    with pytest.raises(InvalidParameterError, match="'train'"):
+        fit(make_model(), x, toy[1], **QUICK)
+    with pytest.raises(InputDataError, match="classes"):
+        fit(make_model(), (x, y + 5), toy[1], **QUICK)
+
+
+def test_class_weights_change_the_loss(toy):
+    train, val, _ = toy
+    a, b = make_model(), make_model()
+    ra = fit(a, train, val, **QUICK)
+    rb = fit(b, train, val, **QUICK, class_weights=[1.0, 3.0])
+    assert not weights_equal(a, b)
+    # The validation loss (and so early stopping) uses the same weights as training.
+    weighted = evaluate(b, val, class_weights=[1.0, 3.0])["loss"]
+    assert weighted == pytest.approx(rb.best_val_loss, rel=1e-6)
+    assert evaluate(b, val)["loss"] != pytest.approx(weighted, rel=1e-3)
+    assert ra.history[0]["train_loss"] != rb.history[0]["train_loss"]
