@@ -1,0 +1,146 @@
+"""Pieces shared by every classifier: input checks, packed recurrence, read-out, init."""
+
+from __future__ import annotations
+
+import torch
+from torch import _VF, nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from ..exceptions import InputDataError, InvalidParameterError
+
+CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+#: Gate rows per hidden unit (i, f, g, o / r, z, n / one).
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+_FUSED = {"lstm": _VF.lstm, "gru": _VF.gru, "rnn": _VF.rnn_tanh}
+
+
+def prepare_inputs(x, lengths, n_features: int):
+    """Check ``x`` and ``lengths``; trim to the longest sequence and zero the padding.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        (batch, time, n_features), floating point.
+    lengths : torch.Tensor or None
+        (batch,) integers in [1, time]; None means every sequence is full.
+
+    Returns
+    -------
+    x : torch.Tensor
+        (batch, max(lengths), n_features), exactly zero at padded steps (so garbage or
+        NaN there can reach neither outputs nor gradients).
+    lengths : torch.Tensor
+        (batch,) int64 on the CPU (what packing wants).
+    valid : torch.Tensor
+        (batch, max(lengths)) bool.
+    """
+    if not isinstance(x, torch.Tensor) or x.ndim != 3 or not x.is_floating_point():
+        got = f"{tuple(x.shape)} {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
+        raise InputDataError(
+            f"Model input 'x' must be a float tensor (batch, time, features); got {got}."
+        )
+    if x.shape[2] != n_features:
+        raise InputDataError(
+            f"Model input 'x' has {x.shape[2]} features but the model was built for "
+            f"{n_features}; rebuild the model or select the right atlas/regions."
+        )
+    batch, n_steps = x.shape[:2]
+    if lengths is None:
+        lengths = torch.full((batch,), n_steps, dtype=torch.long)
+    else:
+        lengths = torch.as_tensor(lengths)
+        if lengths.shape != (batch,) or lengths.is_floating_point():
+            raise InvalidParameterError(
+                f"'lengths' must be an integer tensor of shape ({batch},); got "
+                f"{tuple(lengths.shape)} {lengths.dtype}."
+            )
+        lengths = lengths.to("cpu", torch.long)
+        if batch and (int(lengths.min()) < 1 or int(lengths.max()) > n_steps):
+            raise InvalidParameterError(
+                f"'lengths' must lie in [1, {n_steps}] (the time axis of 'x'); got "
+                f"min {int(lengths.min())}, max {int(lengths.max())}."
+            )
+    n_steps = int(lengths.max()) if batch else n_steps
+    x = x[:, :n_steps]
+    valid = torch.arange(n_steps)[None, :] < lengths[:, None]
+    valid = valid.to(x.device)
+    x = torch.where(valid[..., None], x, torch.zeros((), dtype=x.dtype, device=x.device))
+    return x, lengths, valid
+
+
+def make_rnn(cell_type: str, input_size: int, hidden_size: int, num_layers: int,
+             dropout: float, bidirectional: bool) -> nn.RNNBase:
+    """A batch-first fused torch RNN; ``dropout`` acts between stacked layers only."""
+    return CELLS[cell_type](
+        input_size, hidden_size, num_layers=num_layers, batch_first=True,
+        dropout=dropout if num_layers > 1 else 0.0, bidirectional=bidirectional,
+    )
+
+
+def run_rnn(rnn: nn.RNNBase, inputs: torch.Tensor, lengths: torch.Tensor,
+            input_weights: list[torch.Tensor] | None = None):
+    """Run ``rnn`` over the valid steps only; return (outputs, final hidden states).
+
+    Parameters
+    ----------
+    rnn : torch.nn.LSTM, GRU or RNN
+        Batch-first.
+    inputs : torch.Tensor
+        (batch, time, F).
+    lengths : torch.Tensor
+        (batch,) on the CPU.
+    input_weights : list of torch.Tensor, optional
+        Replacements for ``weight_ih_l0`` (and ``weight_ih_l0_reverse``), each (G, F):
+        lets the first layer take pre-projected gate inputs, which ``nn.RNNBase.forward``
+        cannot (it checks ``F == input_size``). We then call the same fused kernel it
+        calls (``torch._VF``) with the module's other weights.
+
+    Returns
+    -------
+    packed_outputs : torch.nn.utils.rnn.PackedSequence
+        Last-layer outputs.
+    h_n : torch.Tensor
+        (num_layers * num_directions, batch, H), in the input's batch order; for a
+        direction run forward it is the state at the last valid step.
+    """
+    packed = pack_padded_sequence(inputs, lengths, batch_first=True, enforce_sorted=False)
+    if input_weights is None:
+        out, h_n = rnn(packed)
+    else:
+        out, h_n = _run_fused(rnn, packed, input_weights)
+    if isinstance(h_n, tuple):
+        h_n = h_n[0]
+    return out, h_n
+
+
+def _run_fused(rnn, packed, input_weights):
+    names = ["weight_ih_l0", "weight_ih_l0_reverse"][: len(input_weights)]
+    replace = dict(zip(names, input_weights, strict=True))
+    weights = [replace.get(n, w) for n, w in zip(rnn._flat_weights_names, rnn._flat_weights,
+                                                  strict=True)]
+    n_dirs = 2 if rnn.bidirectional else 1
+    h0 = packed.data.new_zeros(rnn.num_layers * n_dirs, int(packed.batch_sizes[0]),
+                               rnn.hidden_size)
+    kind = "lstm" if isinstance(rnn, nn.LSTM) else "gru" if isinstance(rnn, nn.GRU) else "rnn"
+    if kind == "rnn" and rnn.nonlinearity != "tanh":
+        raise InvalidParameterError("Only tanh nn.RNN cells are supported.")
+    hx = (h0, h0) if kind == "lstm" else h0
+    result = _FUSED[kind](packed.data, packed.batch_sizes, hx, weights, rnn.bias,
+                          rnn.num_layers, float(rnn.dropout), rnn.training, rnn.bidirectional)
+    out = type(packed)(result[0], packed.batch_sizes, packed.sorted_indices,
+                       packed.unsorted_indices)
+    return out, result[1].index_select(1, packed.unsorted_indices)
+
+
+def last_layer_state(h_n: torch.Tensor, n_dirs: int) -> torch.Tensor:
+    """(layers * dirs, batch, H) -> (batch, dirs * H): forward then backward direction."""
+    return h_n[-n_dirs:].transpose(0, 1).reshape(h_n.shape[1], -1)
+
+
+def init_weights(module: nn.Module) -> None:
+    """Xavier-uniform weight matrices and zero biases, as in the authors' code."""
+    for name, param in module.named_parameters():
+        if "bias" in name:
+            nn.init.zeros_(param)
+        elif param.ndim >= 2:
+            nn.init.xavier_uniform_(param)

@@ -1,0 +1,225 @@
+"""Input-cell attention (Ismail et al., NeurIPS 2019), computed for all time steps at once.
+
+At step ``t`` the cell sees ``M_t = A_t X_t``: for each of ``r`` hops, a softmax over the
+past steps ``s <= t`` of the scores ``S_s = W2 tanh(W1 x_s + b1) + b2``. The scores depend
+on ``x_s`` only (never on the hidden state), so every ``M_t`` can be built before the
+recurrence from causal prefix sums -- O(T) tensor work instead of the research code's
+O(T^2) Python loop over ``t``.
+
+Numerics. With ``L_tk = logcumsumexp_s(S_sk)`` the exact weights are
+``A[k, t, s] = exp(S_sk - L_tk)``. We factor them as ``q_tk * p_sk`` with
+``p_sk = exp(S_sk - c_k)`` and ``q_tk = exp(c_k - L_tk)``, where ``c_k`` is the midpoint
+of the hop's score range over the valid steps of each sequence. Both factors then lie in
+``[exp(-range/2 - log T), exp(range/2)]``, so they neither overflow nor leave the normal
+floating-point range while ``range <= log(finfo.max) / 2`` (44 in float32, 354 in
+float64). The scores are bounded by the tanh, and Xavier-initialised or trained weights
+stay far below that. When a batch does exceed it, we switch to an exact per-hop
+evaluation of ``exp(S_sk - L_tk)`` (never a shifted product), recomputed in the backward
+pass instead of stored: slower, equally exact, never inf/NaN.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+__all__ = ["InputCellAttention"]
+
+#: eps of torch.nn.functional.normalize; the reference loop uses the same.
+NORM_EPS = 1e-12
+
+
+class InputCellAttention(nn.Module):
+    """Causal multi-hop attention over the inputs, for every time step at once.
+
+    Parameters
+    ----------
+    n_features : int
+        N, the width of each input vector ``x_t``.
+    r : int, default=20
+        Number of attention hops (rows of ``M_t``).
+    d_a : int, default=50
+        Width of the hidden layer of the scoring MLP.
+
+    Attributes
+    ----------
+    w1 : torch.nn.Linear
+        ``N -> d_a`` (state_dict keys ``w1.weight``, ``w1.bias``).
+    w2 : torch.nn.Linear
+        ``d_a -> r``.
+    """
+
+    def __init__(self, n_features: int, r: int = 20, d_a: int = 50):
+        super().__init__()
+        self.n_features, self.r, self.d_a = n_features, r, d_a
+        self.w1 = nn.Linear(n_features, d_a)
+        self.w2 = nn.Linear(d_a, r)
+
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        """Scores ``S``: (batch, time, r) for ``x``: (batch, time, N)."""
+        return self.w2(torch.tanh(self.w1(x)))
+
+    def weights(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """The explicit attention weights ``A``: (batch, r, time, time), zero above the diagonal.
+
+        O(T^2 r) memory: meant for inspection and plots, not for the forward pass.
+        """
+        s, log_z = self._scores_and_log_norm(x, valid)
+        causal = _causal_mask(x.shape[1], x.device)
+        logits = s.transpose(1, 2)[:, :, None, :] - log_z.transpose(1, 2)[:, :, :, None]
+        return torch.exp(logits.masked_fill(~causal, -math.inf))
+
+    def mean_embedding(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Mean of the ``r`` rows of every ``M_t``.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            (batch, time, N), zero at padded steps.
+        valid : torch.Tensor
+            (batch, time) bool, True at the valid steps (a prefix of each sequence).
+
+        Returns
+        -------
+        torch.Tensor
+            (batch, time, N); rows at padded steps are finite but meaningless.
+        """
+        s, log_z = self._scores_and_log_norm(x, valid)
+        factors = _factors(s, log_z, valid)
+        if factors is not None:
+            p, q = factors
+            # (1/r) sum_k q_tk p_sk, one (T x r)(r x T) GEMM; the tril keeps s <= t.
+            mixing = torch.tril(q @ p.transpose(1, 2)) / self.r
+        else:
+            mixing = checkpoint(_stable_mean_mixing, s, log_z, use_reentrant=False)
+        return mixing @ x
+
+    def matrix_gates(
+        self, x: torch.Tensor, valid: torch.Tensor, weight: torch.Tensor
+    ) -> torch.Tensor:
+        """``W vec(M_t) / max(||M_t||, eps)`` for every t, without forming ``M``.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            (batch, time, N), zero at padded steps.
+        valid : torch.Tensor
+            (batch, time) bool.
+        weight : torch.Tensor
+            (G, r * N): the gate weights acting on the flattened (row-major) ``M_t``.
+
+        Returns
+        -------
+        torch.Tensor
+            (batch, time, G).
+
+        Notes
+        -----
+        ``W vec(M_t) = sum_k W_k M_tk`` and ``||M_t||^2 = sum_k ||M_tk||^2`` with
+        ``M_tk = q_tk * cumsum_s(p_sk x_s)``. A custom autograd function walks the hops,
+        keeping one (batch, time, N) block alive at a time and recomputing it (a cheap
+        cumsum) in the backward pass, so neither (batch, time, r, N) nor
+        (batch, r, time, time) is ever stored; the norm comes from the same block at
+        O(T N) per hop, cheaper than the O(T^2 N) Gram-matrix route.
+        """
+        s, log_z = self._scores_and_log_norm(x, valid)
+        w = weight.reshape(weight.shape[0], self.r, self.n_features).transpose(0, 1)
+        factors = _factors(s, log_z, valid)
+        if factors is not None:
+            gates, sq_norm = _MatrixGates.apply(x, *factors, w)
+        else:
+            gates, sq_norm = 0.0, 0.0
+            for k in range(self.r):
+                g_k, n_k = checkpoint(
+                    _stable_hop, s[..., k], log_z[..., k], x, w[k], use_reentrant=False
+                )
+                gates, sq_norm = gates + g_k, sq_norm + n_k
+        # clamp before sqrt: a zero norm (all-zero input) gets a finite gradient.
+        norm = torch.sqrt(sq_norm.clamp_min(NORM_EPS**2))
+        return gates / norm[..., None]
+
+    def _scores_and_log_norm(self, x, valid):
+        s = self.scores(x)
+        # Padded steps come after the valid ones, so they never enter L_t at a valid t.
+        return s, torch.logcumsumexp(s, dim=1)
+
+    def extra_repr(self) -> str:
+        return f"n_features={self.n_features}, r={self.r}, d_a={self.d_a}"
+
+
+def _factors(s, log_z, valid):
+    """``(p, q)`` with ``A[k,t,s] = q_tk p_sk``, or None when the score range is too wide."""
+    big = torch.finfo(s.dtype).max
+    mask = valid[..., None]
+    top = s.masked_fill(~mask, -big).amax(dim=1, keepdim=True)
+    bottom = s.masked_fill(~mask, big).amin(dim=1, keepdim=True)
+    if bool(((top - bottom) > math.log(big) / 2).any()):
+        return None
+    centre = ((top + bottom) / 2).detach()  # any constant is exact; detach saves work
+    return torch.exp(s - centre), torch.exp(centre - log_z)
+
+
+def _causal_mask(n_steps: int, device) -> torch.Tensor:
+    return torch.ones(n_steps, n_steps, dtype=torch.bool, device=device).tril()
+
+
+def _stable_mean_mixing(s, log_z):
+    """(1/r) sum_k exp(S_sk - L_tk) for s <= t: (batch, time, time), no shifted products."""
+    causal = _causal_mask(s.shape[1], s.device)
+    total = 0.0
+    for k in range(s.shape[2]):
+        logits = s[:, None, :, k] - log_z[:, :, None, k]
+        total = total + torch.exp(logits.masked_fill(~causal, -math.inf))
+    return total / s.shape[2]
+
+
+def _stable_hop(s_k, log_z_k, x, w_k):
+    """Gate contribution (batch, time, G) and ||M_tk||^2 (batch, time) of one hop."""
+    causal = _causal_mask(s_k.shape[1], s_k.device)
+    mixing = torch.exp((s_k[:, None, :] - log_z_k[:, :, None]).masked_fill(~causal, -math.inf))
+    m_k = mixing @ x
+    return m_k @ w_k.T, m_k.pow(2).sum(-1)
+
+
+class _MatrixGates(torch.autograd.Function):
+    """``(sum_k M_k W_k^T, sum_k ||M_k||^2)`` with ``M_k = q_k * cumsum(p_k * x)``.
+
+    Shapes: x (B, T, N), p and q (B, T, r), w (r, G, N) -> (B, T, G), (B, T).
+    """
+
+    @staticmethod
+    def forward(ctx, x, p, q, w):
+        gates = x.new_zeros(x.shape[0], x.shape[1], w.shape[1])
+        sq_norm = x.new_zeros(x.shape[:2])
+        for k in range(w.shape[0]):
+            _, m_k = _hop_block(x, p, q, k)
+            gates += m_k @ w[k].T
+            sq_norm += m_k.pow(2).sum(-1)
+        ctx.save_for_backward(x, p, q, w)
+        return gates, sq_norm
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_gates, grad_sq_norm):
+        x, p, q, w = ctx.saved_tensors
+        grad_x = torch.zeros_like(x)
+        grad_p, grad_q, grad_w = torch.zeros_like(p), torch.zeros_like(q), torch.zeros_like(w)
+        flat_grad = grad_gates.flatten(0, 1)
+        for k in range(w.shape[0]):
+            u_k, m_k = _hop_block(x, p, q, k)
+            grad_w[k] = flat_grad.T @ m_k.flatten(0, 1)
+            grad_m = grad_gates @ w[k] + 2 * grad_sq_norm[..., None] * m_k
+            grad_q[..., k] = (grad_m * u_k).sum(-1)
+            # adjoint of a prefix sum over time is a suffix sum
+            suffix = (q[..., k, None] * grad_m).flip(1).cumsum(1).flip(1)
+            grad_p[..., k] = (suffix * x).sum(-1)
+            grad_x += p[..., k, None] * suffix
+        return grad_x, grad_p, grad_q, grad_w
+
+
+def _hop_block(x, p, q, k):
+    u_k = torch.cumsum(p[..., k, None] * x, dim=1)
+    return u_k, q[..., k, None] * u_k
