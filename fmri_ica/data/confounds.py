@@ -129,7 +129,7 @@ def _fmriprep_confounds(run: Run, path: Path, strategy, kwargs):
     # only this run's files under canonical names, so manifest runs with any names work
     # and a stray second confounds file next to the BOLD cannot make it ambiguous.
     with tempfile.TemporaryDirectory(prefix="fmri_ica_confounds_") as tmp:
-        stem = f"sub-{run.subject}_task-{run.task}"
+        stem = "sub-x_task-x"  # fixed: labels with '_' or '-' would confuse BIDS parsing
         bold = Path(tmp) / f"{stem}_desc-preproc_bold.nii.gz"
         bold.touch()
         _link(path, Path(tmp) / f"{stem}_desc-confounds_timeseries.tsv")
@@ -143,17 +143,21 @@ def _fmriprep_confounds(run: Run, path: Path, strategy, kwargs):
                 confounds, sample_mask = load_confounds(
                     str(bold), strategy=tuple(strategy), **kwargs
                 )
-        except (ValueError, KeyError, TypeError) as error:
+        except (ValueError, TypeError) as error:
             raise InputDataError(
                 f"Cannot load confounds from {path} with strategy {strategy!r}: {error}"
             ) from error
-        except Exception as error:  # nilearn's MissingConfoundError is a bare Exception
-            if type(error).__name__ != "MissingConfoundError":
+        except Exception as error:
+            # nilearn signals absent columns with KeyError or its MissingConfoundError.
+            if isinstance(error, KeyError):
+                missing = error.args[0] if error.args else error
+            elif type(error).__name__ == "MissingConfoundError":
+                missing = error.params + error.keywords
+            else:
                 raise
-            missing = error.params + error.keywords
             raise InputDataError(
-                f"{path} lacks the columns strategy {strategy!r} needs: {missing}. Choose another "
-                "strategy (e.g. a tuple of components) or regenerate the confounds with fMRIPrep."
+                f"{path} lacks the columns strategy {strategy!r} needs: {missing}. Choose "
+                "another strategy (e.g. a tuple of components) or regenerate the confounds."
             ) from error
     logger.debug("%s: %d confounds, sample_mask %s", path, confounds.shape[1], sample_mask)
     return confounds, sample_mask
