@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -133,10 +135,11 @@ def test_resume_gives_the_uninterrupted_weights(toy, tmp_path):
 
 
 class SignallingDataset(torch.utils.data.Dataset):
-    """Sends SIGUSR1 to this process when item number ``at`` is fetched (like SLURM would)."""
+    """Sends a signal to this process when item number ``at`` is fetched (as SLURM would)."""
 
-    def __init__(self, x, y, lengths, at):
+    def __init__(self, x, y, lengths, at, signum=None):
         self.inner, self.at, self.calls = SequenceDataset(x, y, lengths), at, 0
+        self.signum = signal.SIGUSR1 if signum is None else signum
 
     def __len__(self):
         return len(self.inner)
@@ -144,12 +147,12 @@ class SignallingDataset(torch.utils.data.Dataset):
     def __getitem__(self, i):
         self.calls += 1
         if self.calls == self.at:
-            os.kill(os.getpid(), signal.SIGUSR1)
+            os.kill(os.getpid(), self.signum)
         return self.inner[i]
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="needs POSIX signals")
-def test_signal_saves_state_mid_epoch_and_resume_is_exact(toy, tmp_path):
+def test_signal_saves_state_mid_epoch_and_resume_is_exact(toy, tmp_path, caplog):
     train, val, _ = toy
     params = {**QUICK, "epochs": 4}
     straight = make_model()
@@ -157,9 +160,10 @@ def test_signal_saves_state_mid_epoch_and_resume_is_exact(toy, tmp_path):
 
     model = make_model()
     at = 120 + 2 * 20 + 5  # during the 3rd batch of the 2nd epoch
-    with pytest.raises(TrainingInterrupted) as info:
+    with pytest.raises(TrainingInterrupted) as info, caplog.at_level("WARNING"):
         fit(model, SignallingDataset(*train, at=at), val, **params, out_dir=tmp_path)
     assert info.value.code == 128 + signal.SIGUSR1
+    assert "Received SIGUSR1" in caplog.text and "resume=True" in caplog.text
     state = torch.load(tmp_path / "training_state.pt", weights_only=True)
     assert (state["progress"]["epoch"], state["progress"]["step"]) == (1, 3)
     assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL  # handler removed again
@@ -168,6 +172,49 @@ def test_signal_saves_state_mid_epoch_and_resume_is_exact(toy, tmp_path):
     result = fit(resumed, train, val, **params, out_dir=tmp_path, resume=True)
     assert weights_equal(resumed, straight)
     assert [r["epoch"] for r in result.history] == [1, 2, 3, 4]
+
+
+@pytest.mark.slow  # a fresh interpreter importing torch: ~10 s on a loaded 2-core machine
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="needs POSIX signals")
+def test_sigterm_exits_the_process_with_a_clear_message(tmp_path):
+    # A real process, as under SLURM: the signal arrives while a batch is being fetched.
+    script = f"""
+import os, signal, torch
+from torch import nn
+from fmri_ica._utils import configure_logging
+from fmri_ica.training import fit
+
+class Data(torch.utils.data.Dataset):
+    def __init__(self):
+        self.x, self.y, self.calls = torch.randn(60, 5, 3), torch.arange(60) % 2, 0
+    def __len__(self):
+        return 60
+    def __getitem__(self, i):
+        self.calls += 1
+        if self.calls == 25:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return self.x[i], self.y[i]
+
+class Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.gru, self.head = nn.GRU(3, 4, batch_first=True), nn.Linear(4, 2)
+    def forward(self, x, lengths=None):
+        return self.head(self.gru(x)[0][:, -1])
+
+configure_logging(1)
+data = Data()
+fit(Model(), data, (data.x, data.y), epochs=50, batch_size=10, progress=False,
+    out_dir={str(tmp_path)!r})
+print("not reached")
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr
+    assert "not reached" not in proc.stdout
+    assert "Received SIGTERM" in proc.stderr and "resume=True" in proc.stderr
+    state = torch.load(tmp_path / "training_state.pt", weights_only=True)
+    assert (state["progress"]["epoch"], state["progress"]["step"]) == (0, 3)
 
 
 def test_checkpoint_round_trip(toy, tmp_path, monkeypatch):

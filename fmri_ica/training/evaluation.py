@@ -45,7 +45,7 @@ def forward_all(model, dataset, batch_size: int, device) -> tuple[torch.Tensor, 
     logits, labels = [], []
     with eval_mode(model):
         for x, y, lengths in iter_batches(dataset, range(len(dataset)), batch_size):
-            lengths = None if lengths is None else lengths.to(device)
+            # lengths stay on the CPU, where pack_padded_sequence wants them
             logits.append(model(x.to(device), lengths=lengths).float().cpu())
             labels.append(y)
     return torch.cat(logits), torch.cat(labels)
@@ -117,8 +117,6 @@ def evaluate(model, data, *, batch_size=256, device=None, class_weights=None) ->
         class, 0 where undefined), ``confusion_matrix`` (nested lists, rows = true class,
         columns = predicted), ``n`` (samples) and ``n_classes``.
     """
-    from sklearn.metrics import precision_recall_fscore_support
-
     batch_size = _check_batch_size(batch_size)
     dataset = as_dataset(data, "data")
     device = model_device(model) if device is None else torch.device(device)
@@ -128,18 +126,14 @@ def evaluate(model, data, *, batch_size=256, device=None, class_weights=None) ->
     loss, accuracy = loss_and_accuracy(logits, labels, weights)
     n_classes = logits.shape[1]
     y_true, y_pred = labels.numpy(), logits.argmax(1).numpy()
-    classes = np.arange(n_classes)
-    precision, recall, f1, _ = precision_recall_fscore_support(
-        y_true, y_pred, labels=classes, zero_division=0
-    )
     confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
     np.add.at(confusion, (y_true, y_pred), 1)
+    precision, recall, f1 = _per_class_scores(confusion)
     present = confusion.sum(1) > 0
-    balanced = float(np.mean(np.diag(confusion)[present] / confusion.sum(1)[present]))
     return {
         "loss": loss,
         "accuracy": accuracy,
-        "balanced_accuracy": balanced,
+        "balanced_accuracy": float(recall[present].mean()),
         "precision": precision.tolist(),
         "recall": recall.tolist(),
         "f1": f1.tolist(),
@@ -147,3 +141,18 @@ def evaluate(model, data, *, batch_size=256, device=None, class_weights=None) ->
         "n": int(len(y_true)),
         "n_classes": int(n_classes),
     }
+
+
+def _per_class_scores(confusion: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Precision, recall and F1 per class from a confusion matrix (rows = true class).
+
+    Undefined values (no predictions / no samples of a class) are 0, as scikit-learn's
+    ``zero_division=0``; computed here to spare ``evaluate`` a slow scikit-learn import.
+    """
+    hits = np.diag(confusion).astype(float)
+    predicted, actual = confusion.sum(0), confusion.sum(1)
+    precision = np.divide(hits, predicted, out=np.zeros_like(hits), where=predicted > 0)
+    recall = np.divide(hits, actual, out=np.zeros_like(hits), where=actual > 0)
+    total = precision + recall
+    f1 = np.divide(2 * precision * recall, total, out=np.zeros_like(hits), where=total > 0)
+    return precision, recall, f1

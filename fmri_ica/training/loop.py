@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import math
+import numbers
 import signal
 import threading
 import time
@@ -202,8 +203,10 @@ def fit(
     Parameters
     ----------
     model : torch.nn.Module
-        Called as ``model(x, lengths=lengths)`` -> logits (batch, n_classes). Trained in
-        place and moved to ``device``. Build it after seeding for a reproducible start.
+        Called as ``model(x, lengths=lengths)`` -> logits (batch, n_classes), with ``x``
+        on ``device`` and ``lengths`` (batch,) on the CPU (where ``pack_padded_sequence``
+        wants them) or None. Trained in place and moved to ``device``. Build it after
+        seeding for a reproducible start.
     train, val : Dataset or tuple (x, y[, lengths])
         ``x`` (n, time, features) float, ``y`` (n,) int, ``lengths`` (n,) int; a Dataset
         yields ``(x, y)`` or ``(x, y, length)`` (see :class:`SequenceDataset`).
@@ -305,7 +308,8 @@ def fit(
             )
             if prog.epoch % log_every == 0 or prog.stopped_early or prog.epoch == epochs:
                 _log_epoch(record, epochs, prog)
-            if runtime.any(flag.signum is not None):
+            finished = prog.epoch >= epochs or prog.stopped_early
+            if runtime.any(flag.signum is not None) and not finished:
                 loop.interrupt(prog, flag.signum)
     model.load_state_dict(loop.best_state)
     model.eval()
@@ -351,7 +355,7 @@ class _Loop:
     def step(self, prog: _Progress, x, y, lengths) -> None:
         device = self.runtime.device
         self.optimizer.zero_grad(set_to_none=True)
-        logits = self.net(x.to(device), lengths=None if lengths is None else lengths.to(device))
+        logits = self.net(x.to(device), lengths=lengths)  # lengths stay on the CPU
         check_labels(y, logits.shape[1])
         y_dev = y.to(device)
         loss = self.criterion(logits, y_dev)
@@ -528,12 +532,14 @@ def _check_params(**p) -> dict:
     check_option("monitor", p["monitor"], ("val_loss", "val_accuracy"))
     if p["class_weights"] is not None:
         p["class_weights"] = _check_class_weights(p["class_weights"])
+    for name in ("epochs", "batch_size", "min_epochs", "log_every", "eval_batch_size", "seed"):
+        p[name] = int(p[name])  # NumPy integers -> int, for JSON and torch
     p["lr"], p["weight_decay"] = float(p["lr"]), float(p["weight_decay"])
     return p
 
 
 def _check_int(name: str, value, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise InvalidParameterError(
             f"Invalid value for {name!r}: {value!r}. Expected an integer >= {minimum}."
         )
