@@ -113,6 +113,13 @@ def test_unknown_layout_and_undetectable_root(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputDataError, match="Cannot tell the layout"):
         discover_runs(tmp_path / "empty")
+    _, raw = make_bids_tree(tmp_path)
+    with pytest.raises(
+        InputDataError, match="raw BIDS data set: did you mean .*derivatives/fmriprep"
+    ):
+        discover_runs(raw)
+    with pytest.raises(InvalidParameterError, match="'space' applies to the BIDS layout only"):
+        discover_runs(make_hcp_tree(tmp_path), space="MNI152NLin6Asym")
 
 
 # --------------------------------------------------------------------------- BIDS
@@ -133,7 +140,7 @@ def test_bids_discovers_runs_sessions_and_raw_events(tmp_path):
     assert (r.subject, r.session, r.task, r.run, r.layout) == ("01", "pre", "motor", "2", "bids")
     assert r.t_r == 2.0 and "sidecar" in r.extra["t_r_source"]
     assert [
-        r.key for r in discover_runs(deriv, sessions="ses-pre", subjects="02", runs="run-1")
+        r.key for r in discover_runs(deriv, sessions="ses-pre", subjects="2", runs="run-1")
     ] == ["sub-02_ses-pre_task-motor_run-1"]
 
 

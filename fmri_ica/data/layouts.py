@@ -256,11 +256,14 @@ def detect_layout(root: str | os.PathLike) -> str:
         return "hcp"
     if _bids_bold_files(root):
         return "bids"
+    hint = ""
+    if _bids_bold_files(root / "derivatives" / "fmriprep"):
+        hint = f" This looks like a raw BIDS data set: did you mean {root / 'derivatives' / 'fmriprep'}?"
     raise InputDataError(
         f"Cannot tell the layout of {root}: it holds neither HCP subject folders "
         "(<subject>/MNINonLinear/Results/tfMRI_*) nor fMRIPrep derivatives "
         "(sub-*/func/*_desc-preproc_bold.nii.gz). Point at the right folder, pass "
-        "layout=..., or list the runs in a manifest TSV."
+        f"layout=..., or list the runs in a manifest TSV.{hint}"
     )
 
 
@@ -289,8 +292,9 @@ def discover_runs(
         ``"auto"`` detects it (see :func:`detect_layout`).
     subjects, tasks, runs, sessions : str or list of str, optional
         Keep only these. ``sub-``/``ses-``/``run-`` prefixes are accepted; tasks match
-        case-insensitively (``motor`` finds HCP ``MOTOR``). A value that matches
-        nothing is an error listing what exists.
+        case-insensitively (``motor`` finds HCP ``MOTOR``) and numeric labels ignore
+        zero padding (``1`` finds ``01``). A value that matches nothing is an error
+        listing what exists.
     space : str, optional
         fMRIPrep output space, e.g. ``"MNI152NLin2009cAsym"`` or, when several
         resolutions exist, ``"MNI152NLin2009cAsym:res-2"`` (fMRIPrep's own syntax).
@@ -335,14 +339,14 @@ def discover_runs(
     root = Path(root).expanduser()
     if layout == "auto":
         layout = detect_layout(root)
+    if layout != "bids" and space is not None:
+        raise InvalidParameterError(f"'space' applies to the BIDS layout only, not {layout!r}.")
     if layout == "hcp":
         candidates = _hcp_candidates(root)
     elif layout == "bids":
         candidates = _bids_candidates(root, space)
     else:
         candidates = _manifest_candidates(root)
-    if layout != "bids" and space is not None:
-        raise InvalidParameterError(f"'space' applies to the BIDS layout only, not {layout!r}.")
     candidates = _apply_filters(candidates, subjects, tasks, runs, sessions, root)
     _check_duplicates(candidates)
     resolve = {"hcp": _resolve_hcp, "bids": _resolve_bids, "manifest": _resolve_manifest}[layout]
@@ -351,6 +355,8 @@ def discover_runs(
         resolve(c, root=root, raw_root=raw, t_r=t_r, require_events=require_events)
         for c in candidates
     ]
+    if not out:
+        logger.warning("No run under %s matches all the filters together", root)
     logger.info("Found %d %s run(s) under %s", len(out), layout, root)
     return sorted(out, key=lambda r: r.key)
 
@@ -373,7 +379,7 @@ def _apply_filters(candidates, subjects, tasks, runs, sessions, root) -> list[Ru
         for value in wanted:
             value = str(value)
             value = value[len(prefix) :] if value.startswith(prefix) else value
-            hits = [p for p in present if p == value or (fold and p.lower() == value.lower())]
+            hits = [p for p in present if _same_label(p, value, fold)]
             if not hits:
                 message = (
                     f"Invalid value for {name!r}: {value!r} is not in {root}. "
@@ -386,6 +392,13 @@ def _apply_filters(candidates, subjects, tasks, runs, sessions, root) -> list[Ru
             keep.update(hits)
         candidates = [c for c in candidates if getattr(c, attr) in keep]
     return candidates
+
+
+def _same_label(present: str, wanted: str, fold: bool) -> bool:
+    """Exact match; tasks also ignore case; numeric labels ignore zero padding (1 == 01)."""
+    if present == wanted or (fold and present.lower() == wanted.lower()):
+        return True
+    return present.isdigit() and wanted.isdigit() and int(present) == int(wanted)
 
 
 def _check_duplicates(candidates: list[Run]) -> None:
