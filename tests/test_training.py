@@ -13,9 +13,9 @@ import pytest
 import torch
 from torch import nn
 
-import fmri_ica.models
 from fmri_ica._utils import package_versions
 from fmri_ica.exceptions import InputDataError, InvalidParameterError
+from fmri_ica.models import build_model
 from fmri_ica.training import (
     SequenceDataset,
     TrainingInterrupted,
@@ -30,7 +30,7 @@ T, F = 11, 6  # unequal on purpose
 
 
 class TinyGRU(nn.Module):
-    """A model following the fmri_ica.models contract: model(x, lengths) -> logits."""
+    """The fmri_ica.models contract in a few lines: fast, for the loop's mechanics."""
 
     def __init__(self, n_features, n_classes, hidden=8, dropout=0.1):
         super().__init__()
@@ -49,25 +49,21 @@ class TinyGRU(nn.Module):
         return self.head(self.drop(last))
 
 
-def tiny_from_config(config):
-    config = dict(config)
-    assert config.pop("kind") == "tiny_gru"
-    return TinyGRU(**config)
-
-
-def make_model(seed=0, **kw):
+def make_model(seed=0, kind="tiny", **kw):
+    """A seeded model: the tiny GRU above, or a small one from fmri_ica.models."""
     torch.manual_seed(seed)
-    return TinyGRU(F, 2, **kw)
+    if kind == "tiny":
+        return TinyGRU(F, 2, **kw)
+    return build_model(kind, F, 2, hidden_size=6, **kw)
 
 
-def box_data(n, seed, signal_strength=1.0, with_lengths=True):
-    """Noise with a box (steps 2-6, features 1-4) of mean +-signal_strength per class."""
+def box_data(n, seed):
+    """Noise with a box (steps 2-6, features 1-4) of mean +1 or -1 by class; ragged lengths."""
     gen = np.random.default_rng(seed)
     y = gen.integers(0, 2, n)
     x = gen.standard_normal((n, T, F)).astype("float32")
-    x[:, 2:7, 1:5] += signal_strength * (2 * y[:, None, None] - 1)
-    lengths = gen.integers(8, T + 1, n) if with_lengths else None
-    return x, y, lengths
+    x[:, 2:7, 1:5] += 2 * y[:, None, None] - 1
+    return x, y, gen.integers(8, T + 1, n)
 
 
 def weights_equal(a: nn.Module, b: nn.Module) -> bool:
@@ -83,10 +79,15 @@ def toy():
     return box_data(120, 1), box_data(60, 2), box_data(200, 3)
 
 
-def test_learns_toy_problem_and_noise_stays_at_chance(toy):
+@pytest.mark.parametrize(
+    ("kind", "options"),
+    [("ica", {"r": 4, "d_a": 8, "hidden_size": 8}), ("lstm", {"hidden_size": 8})],
+)
+def test_learns_toy_problem_and_noise_stays_at_chance(toy, kind, options):
     train, val, test = toy
-    model = make_model()
-    result = fit(model, train, val, epochs=15, lr=1e-2, batch_size=20, patience=5, progress=False)
+    torch.manual_seed(0)
+    model = build_model(kind, F, 2, **options)
+    result = fit(model, train, val, epochs=10, lr=1e-2, batch_size=20, patience=3, progress=False)
     assert evaluate(model, test)["accuracy"] >= 0.9
     assert result.best_val_accuracy >= 0.9
 
@@ -94,8 +95,9 @@ def test_learns_toy_problem_and_noise_stays_at_chance(toy):
     noise = [
         (x, np.random.default_rng(k).integers(0, 2, len(x)), l) for k, (x, _, l) in enumerate(toy)
     ]
-    model = make_model()
-    fit(model, noise[0], noise[1], epochs=15, lr=1e-2, batch_size=20, patience=5, progress=False)
+    torch.manual_seed(0)
+    model = build_model(kind, F, 2, **options)
+    fit(model, noise[0], noise[1], epochs=10, lr=1e-2, batch_size=20, patience=3, progress=False)
     assert 0.35 <= evaluate(model, noise[2])["accuracy"] <= 0.65
 
 
@@ -110,15 +112,17 @@ def test_same_seed_is_bitwise_identical_and_seed_matters(toy):
     assert not weights_equal(runs[0], runs[2])
 
 
-def test_resume_gives_the_uninterrupted_weights(toy, tmp_path):
+@pytest.mark.parametrize("kind", ["tiny", "ica"])
+def test_resume_gives_the_uninterrupted_weights(toy, tmp_path, kind):
     train, val, _ = toy
-    straight = make_model()
+    straight = make_model(kind=kind)
     ref = fit(straight, train, val, **{**QUICK, "epochs": 6}, out_dir=tmp_path / "a")
 
-    model = make_model()
+    model = make_model(kind=kind)
     first = fit(model, train, val, **{**QUICK, "epochs": 3}, out_dir=tmp_path / "b")
     assert len(first.history) == 3
-    resumed = make_model(seed=123)  # a different start: everything must come from the state
+    # A different start: everything must come from the saved state.
+    resumed = make_model(seed=123, kind=kind)
     result = fit(resumed, train, val, **{**QUICK, "epochs": 6}, out_dir=tmp_path / "b", resume=True)
     assert weights_equal(resumed, straight)
     assert result.best_epoch == ref.best_epoch
@@ -129,7 +133,7 @@ def test_resume_gives_the_uninterrupted_weights(toy, tmp_path):
         b = torch.load(tmp_path / "b" / name / "model.pt", weights_only=True)
         assert all(torch.equal(a[k], b[k]) for k in a)
     # A finished run is not repeated: resuming again changes nothing.
-    again = make_model(seed=7)
+    again = make_model(seed=7, kind=kind)
     fit(again, train, val, **{**QUICK, "epochs": 6}, out_dir=tmp_path / "b", resume=True)
     assert weights_equal(again, straight)
 
@@ -217,19 +221,27 @@ print("not reached")
     assert (state["progress"]["epoch"], state["progress"]["step"]) == (0, 3)
 
 
-def test_checkpoint_round_trip(toy, tmp_path, monkeypatch):
-    monkeypatch.setattr(fmri_ica.models, "model_from_config", tiny_from_config, raising=False)
+@pytest.mark.parametrize(
+    ("kind", "options"),
+    [
+        ("ica", {"embedding": "matrix", "r": 3, "d_a": 5, "hidden_size": 6}),
+        ("bilstm", {"hidden_size": 6}),
+        ("self_attention", {"r": 3, "d_a": 5, "hidden_size": 6}),
+    ],
+)
+def test_checkpoint_round_trip(toy, tmp_path, kind, options):
     train, val, test = toy
-    model = make_model()
-    fit(model, train, val, **QUICK)
-    save_checkpoint(tmp_path / "ck", model, epoch=4, extra={"training": {"lr": 0.01}})
+    torch.manual_seed(0)
+    model = build_model(kind, F, 2, **options)
+    fit(model, train, val, **{**QUICK, "epochs": 2})
+    save_checkpoint(tmp_path / "ck", model, epoch=2, extra={"training": {"lr": 0.01}})
     loaded = load_model(tmp_path / "ck")
-    assert not loaded.training
+    assert not loaded.training and loaded.config == model.config
     x, _, lengths = test
     assert torch.equal(predict_logits(model, x, lengths), predict_logits(loaded, x, lengths))
     sidecar = json.loads((tmp_path / "ck" / "model.json").read_text())
     assert sidecar["config"] == model.config
-    assert sidecar["epoch"] == 4 and sidecar["training"] == {"lr": 0.01}
+    assert sidecar["epoch"] == 2 and sidecar["training"] == {"lr": 0.01}
     assert sidecar["versions"] == package_versions()
     state = torch.load(tmp_path / "ck" / "model.pt", weights_only=True)
     assert set(state) == set(model.state_dict())
@@ -237,10 +249,10 @@ def test_checkpoint_round_trip(toy, tmp_path, monkeypatch):
         load_model(tmp_path)
 
 
-def test_fit_checkpoints_load_with_weights_only(toy, tmp_path, monkeypatch):
-    monkeypatch.setattr(fmri_ica.models, "model_from_config", tiny_from_config, raising=False)
+def test_fit_checkpoints_load_with_weights_only(toy, tmp_path):
     train, val, _ = toy
-    model = make_model()
+    torch.manual_seed(0)
+    model = build_model("gru", F, 2, hidden_size=8)
     result = fit(model, train, val, **QUICK, out_dir=tmp_path)
     best = load_model(tmp_path / "best")
     assert weights_equal(best, model)  # fit returns the best weights
