@@ -1,5 +1,21 @@
 """Data layer: layouts (HCP, BIDS, manifest), events, atlases, parcellation, simulation."""
 
+from .confounds import load_run_confounds, read_hcp_movement
+from .events import default_conditions, frame_conditions, frame_times, read_events, read_fsl_ev
+from .layouts import BoldInfo, check_finite, discover_runs, validate_bold
 from .runs import Run
 
-__all__ = ["Run"]
+__all__ = [
+    "BoldInfo",
+    "Run",
+    "check_finite",
+    "default_conditions",
+    "discover_runs",
+    "frame_conditions",
+    "frame_times",
+    "load_run_confounds",
+    "read_events",
+    "read_fsl_ev",
+    "read_hcp_movement",
+    "validate_bold",
+]

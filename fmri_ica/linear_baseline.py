@@ -1,0 +1,54 @@
+"""A linear reference: L2 logistic regression on flattened (time x region) windows.
+
+A calibration study on fMRI-like data found this strong for both accuracy and maps
+(../docs: EVALUATION.md), so reports show it next to the recurrent models: users see what
+the recurrent model adds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["LinearBaseline"]
+
+
+class LinearBaseline:
+    """Multinomial logistic regression on windows flattened to ``time * region`` features.
+
+    Parameters
+    ----------
+    C : float, default=0.1
+        Inverse L2 strength (scikit-learn's ``C``).
+    max_iter : int, default=2000
+    seed : int, default=0
+
+    Attributes
+    ----------
+    model_ : sklearn.linear_model.LogisticRegression
+    shape_ : tuple (time, region)
+    """
+
+    def __init__(self, C: float = 0.1, max_iter: int = 2000, seed: int = 0):
+        self.C = C
+        self.max_iter = max_iter
+        self.seed = seed
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> LinearBaseline:
+        """x: (n, time, region) windows of one length; y: (n,) class indices."""
+        from sklearn.linear_model import LogisticRegression
+
+        self.shape_ = x.shape[1:]
+        self.model_ = LogisticRegression(C=self.C, max_iter=self.max_iter, random_state=self.seed)
+        self.model_.fit(x.reshape(len(x), -1), y)
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Class index per window, (n,)."""
+        return self.model_.predict(x.reshape(len(x), -1))
+
+    def weight_maps(self) -> np.ndarray:
+        """|weights| per class as (class, time, region) maps (binary problems: both rows equal)."""
+        coef = np.abs(self.model_.coef_)
+        if coef.shape[0] == 1:
+            coef = np.repeat(coef, 2, axis=0)
+        return coef.reshape(len(coef), *self.shape_)

@@ -1,0 +1,488 @@
+"""The whole pipeline, one resumable stage at a time.
+
+    parcellate -> samples -> train -> explain -> project -> report
+
+Each stage writes its outputs atomically under the output folder and a marker in
+``<output>/.stages/`` holding a hash of the configuration it depends on. Re-running skips a
+stage whose marker matches; changing a parameter re-runs that stage and the stages after it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ._utils import package_versions, seed_everything, write_json
+from .config import config_hash
+from .exceptions import InputDataError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["STAGES", "Workspace", "run_pipeline"]
+
+STAGES = ("parcellate", "samples", "train", "explain", "project", "report")
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Where every stage reads and writes, below one output folder."""
+
+    root: Path
+
+    @property
+    def timeseries(self) -> Path:
+        return self.root / "timeseries"
+
+    @property
+    def samples(self) -> Path:
+        return self.root / "samples"
+
+    @property
+    def figures(self) -> Path:
+        return self.root / "figures"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.html"
+
+    def model_dir(self, name: str) -> Path:
+        return self.root / "models" / name
+
+    def saliency_dir(self, name: str) -> Path:
+        return self.root / "saliency" / name
+
+    def maps_dir(self, name: str) -> Path:
+        return self.root / "maps" / name
+
+    def marker(self, stage: str, name: str = "") -> Path:
+        return self.root / ".stages" / f"{stage}{'-' + name if name else ''}.json"
+
+
+def _is_done(ws: Workspace, stage: str, key: str, name: str = "") -> bool:
+    marker = ws.marker(stage, name)
+    if marker.is_file() and json.loads(marker.read_text()).get("key") == key:
+        logger.info("Skipping %s%s: already done with these parameters.", stage, f" ({name})" if name else "")
+        return True
+    return False
+
+
+def _mark_done(ws: Workspace, stage: str, key: str, name: str = "", **info) -> None:
+    write_json(ws.marker(stage, name), {"key": key, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **info})
+
+
+def _stage_keys(config: dict) -> dict[str, str]:
+    """Hash of the config each stage depends on, chained so later stages follow earlier ones."""
+    keys = {"parcellate": config_hash(config["data"], config["atlas"], config["parcellation"])}
+    keys["samples"] = config_hash(keys["parcellate"], config["samples"], config["seed"])
+    keys["train"] = config_hash(keys["samples"], config["training"], config["seed"])
+    keys["explain"] = config_hash(keys["train"], config["saliency"])
+    keys["project"] = keys["explain"]
+    keys["report"] = config_hash(keys["explain"], config["report"])
+    return keys
+
+
+def run_pipeline(config: dict, stages: tuple[str, ...] = STAGES) -> Workspace:
+    """Run the given stages of the pipeline for ``config`` (see :mod:`fmri_ica.config`).
+
+    Returns the :class:`Workspace` holding the outputs; ``workspace.report`` is the HTML report.
+    """
+    ws = Workspace(Path(config["output"]).resolve())
+    ws.root.mkdir(parents=True, exist_ok=True)
+    write_json(ws.root / "config.json", {"config": config, "versions": package_versions()})
+    keys = _stage_keys(config)
+    for stage in STAGES:
+        if stage in stages:
+            logger.info("Stage %s", stage)
+            _STAGE_FUNCTIONS[stage](config, ws, keys[stage])
+    return ws
+
+
+# --------------------------------------------------------------------------- stages
+
+
+def parcellate_stage(config: dict, ws: Workspace, key: str) -> None:
+    """Discover the runs and write region time series for each (skip-if-done per run)."""
+    from .data.layouts import discover_runs
+    from .data.parcellation import parcellate
+
+    if _is_done(ws, "parcellate", key):
+        return
+    data, options = config["data"], config["parcellation"]
+    if not data["root"]:
+        raise InputDataError("No data: set 'data.root' in the config to an HCP, BIDS or manifest path.")
+    runs = discover_runs(
+        data["root"], data["layout"], subjects=data["subjects"], tasks=data["tasks"],
+        runs=data["runs"], t_r=data["t_r"],
+    )
+    atlas = _load_atlas(config, runs[0].bold)
+    summary = parcellate(
+        runs, atlas, ws.timeseries, n_jobs=options["jobs"], hrf_delay=options["hrf_delay"],
+        confounds_strategy=options["confounds_strategy"], detrend=options["detrend"],
+        standardize=options["standardize"], high_pass=options["high_pass"],
+        low_pass=options["low_pass"],
+    )
+    if not summary.n_ok:
+        raise InputDataError(f"Every run failed to parcellate; see {ws.timeseries}.")
+    _mark_done(ws, "parcellate", key, atlas=atlas.name, **summary.counts())
+
+
+def _load_atlas(config: dict, reference_img):
+    from .data.atlases import load_atlas
+
+    return load_atlas(config["atlas"]["name"], target_img=reference_img, **config["atlas"]["options"])
+
+
+def samples_stage(config: dict, ws: Workspace, key: str) -> None:
+    """Cut labelled windows, split by subject, fit the scaler on the training split."""
+    from .data.parcellation import find_timeseries, load_timeseries
+    from .data.samples import Standardizer, build_samples, split_by_subject
+
+    if _is_done(ws, "samples", key):
+        return
+    options = config["samples"]
+    paths = find_timeseries(ws.timeseries)
+    if not paths:
+        raise InputDataError(f"No region time series in {ws.timeseries}: run the parcellate stage.")
+    samples = build_samples(
+        (load_timeseries(p) for p in paths), classes=options["classes"], label=options["label"],
+        window=options["window"], start=options["start"], step=options["step"],
+        frame_stride=options["frame_stride"],
+    )
+    splits = split_by_subject(samples, options["split"], seed=config["seed"])
+    scaler = Standardizer().fit(samples.subset(splits["train"]))
+    samples.save(ws.samples / "samples.npz")
+    write_json(ws.samples / "splits.json", {
+        name: {"indices": idx.tolist(), "subjects": sorted(set(samples.subjects[idx].tolist()))}
+        for name, idx in splits.items()
+    })
+    write_json(ws.samples / "standardizer.json", scaler.to_dict())
+    _mark_done(ws, "samples", key, n_samples=len(samples), classes=samples.classes,
+               shape=list(samples.x.shape), **{f"n_{k}": len(v) for k, v in splits.items()})
+
+
+def load_splits(ws: Workspace) -> dict:
+    """The standardised samples per split, as :class:`~fmri_ica.data.samples.SampleSet`."""
+    from .data.samples import SampleSet, Standardizer
+
+    samples = SampleSet.load(ws.samples / "samples.npz")
+    scaler = Standardizer.from_dict(json.loads((ws.samples / "standardizer.json").read_text()))
+    splits = json.loads((ws.samples / "splits.json").read_text())
+    return {name: scaler.transform(samples.subset(s["indices"])) for name, s in splits.items()}
+
+
+def _dataset(samples):
+    from .training import SequenceDataset
+
+    return SequenceDataset(samples.x, samples.y, samples.lengths)
+
+
+def train_stage(config: dict, ws: Workspace, key: str) -> None:
+    """Train every configured model on the training split (early stopping on validation)."""
+    from .models import build_model
+    from .training import evaluate, fit, load_model
+
+    splits = None
+    for name, spec in config["models"].items():
+        model_key = config_hash(key, spec)
+        if _is_done(ws, "train", model_key, name):
+            continue
+        splits = splits or load_splits(ws)
+        train, val = splits["train"], splits["val"]
+        out = _fresh_model_dir(ws.model_dir(name), model_key)
+        options = dict(spec)
+        kind = options.pop("kind")
+        seed_everything(config["seed"])
+        model = build_model(kind, train.x.shape[2], len(train.classes), **options)
+        t = config["training"]
+        logger.info("Training %s (%s) on %d samples", name, kind, len(train))
+        result = fit(
+            model, _dataset(train), _dataset(val), epochs=t["epochs"], lr=t["lr"],
+            batch_size=t["batch_size"], patience=t["patience"], weight_decay=t["weight_decay"],
+            seed=config["seed"], out_dir=out, device=t["device"], resume=True,
+        )
+        best = load_model(out / "best")
+        scores = {split: evaluate(best, _dataset(data)) for split, data in splits.items()}
+        write_json(out / "evaluation.json", {
+            "model": name, "kind": kind, "classes": train.classes, "best_epoch": result.best_epoch,
+            **scores,
+        })
+        logger.info("%s: test accuracy %.3f (balanced %.3f)", name,
+                    scores["test"]["accuracy"], scores["test"]["balanced_accuracy"])
+        _mark_done(ws, "train", model_key, name, test_accuracy=scores["test"]["accuracy"])
+
+
+def _fresh_model_dir(out: Path, key: str) -> Path:
+    """The model folder for ``key``: an interrupted run of the same key is kept (and resumed),
+    one trained with other parameters is removed."""
+    stamp = out / "pipeline_key.txt"
+    if out.exists() and (not stamp.is_file() or stamp.read_text() != key):
+        logger.info("Parameters of %s changed: training it again.", out.name)
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(key)
+    return out
+
+
+def explain_stage(config: dict, ws: Workspace, key: str) -> None:
+    """Saliency on the held-out subjects: per-class (time x region) maps and their metrics."""
+    splits = None
+    for name, spec in config["models"].items():
+        model_key = config_hash(key, spec)
+        if _is_done(ws, "explain", model_key, name):
+            continue
+        splits = splits or load_splits(ws)
+        summary = _explain_model(config, ws, name, splits["test"])
+        _mark_done(ws, "explain", model_key, name, **summary)
+    if config["report"]["linear_baseline"] and not _is_done(ws, "explain", key, "linear"):
+        splits = splits or load_splits(ws)
+        summary = _explain_linear(config, ws, splits)
+        _mark_done(ws, "explain", key, "linear", **summary)
+
+
+def _explain_model(config: dict, ws: Workspace, name: str, test) -> dict:
+    import torch
+
+    from .saliency import attribute
+    from .saliency.metrics import removal_test
+    from .training import load_model
+
+    options = config["saliency"]
+    model = load_model(ws.model_dir(name) / "best")
+    x, y, lengths = (torch.from_numpy(a) for a in (test.x, test.y, test.lengths))
+    logger.info("Saliency (%s) of %s on %d held-out samples", options["method"], name, len(test))
+    saliency = attribute(model, x, target=y, method=options["method"], lengths=lengths,
+                         batch_size=options["batch_size"])
+    saliency = np.abs(saliency.detach().cpu().numpy()).astype(np.float32)
+    metrics = saliency_metrics(saliency, test, options["top_k"], _load_ground_truth(config),
+                               seed=config["seed"])
+    metrics["removal"] = removal_test(model, x, y, saliency, lengths=lengths, seed=config["seed"])
+    evaluation = json.loads((ws.model_dir(name) / "evaluation.json").read_text())
+    metrics.update(_accuracy_gate(evaluation["test"], test.classes))
+    _save_saliency(ws.saliency_dir(name), saliency, test, metrics, config, per_subject=options["per_subject"])
+    return {"test_accuracy": evaluation["test"]["accuracy"]}
+
+
+def _explain_linear(config: dict, ws: Workspace, splits: dict) -> dict:
+    """The linear reference: accuracy and |weight| maps, scored like the saliency maps."""
+    from .linear_baseline import LinearBaseline
+
+    train, test = splits["train"], splits["test"]
+    if len(set(train.lengths.tolist() + test.lengths.tolist())) > 1:
+        logger.info("Linear baseline skipped: it needs windows of one length.")
+        return {"skipped": True}
+    baseline = LinearBaseline(seed=config["seed"]).fit(train.x, train.y)
+    accuracy = float(np.mean(baseline.predict(test.x) == test.y))
+    maps = baseline.weight_maps()
+    metrics = {"test_accuracy": accuracy, "class_maps_only": True}
+    metrics.update(_planted_region_metrics(maps, test.classes, test.region_names,
+                                           _load_ground_truth(config)))
+    out = ws.saliency_dir("linear")
+    _write_class_maps(out, maps, test)
+    write_json(out / "metrics.json", metrics)
+    logger.info("linear baseline: test accuracy %.3f", accuracy)
+    return {"test_accuracy": accuracy}
+
+
+def _accuracy_gate(scores: dict, classes: list[str]) -> dict:
+    """Saliency of a model near chance is not evidence: flag it (EVALUATION.md)."""
+    chance = 1.0 / len(classes)
+    threshold = chance + 0.5 * (1 - chance)
+    return {"balanced_accuracy": scores["balanced_accuracy"], "chance": chance,
+            "reliable": scores["balanced_accuracy"] >= threshold, "reliability_threshold": threshold}
+
+
+def saliency_metrics(saliency: np.ndarray, test, top_k: float, ground_truth: dict | None,
+                     *, seed: int = 0) -> dict:
+    """The report's saliency figures of merit for one model on the test samples.
+
+    saliency: (n, time, region) non-negative. Returns JSON-ready numbers: the saliency-over-
+    time curve, the mass in the last 10% of steps, the task-ON share of the top-k cells with
+    its mismatched baseline (the same maps scored against other classes' ON frames) and
+    chance level, and, with a ground truth, the shares in planted regions.
+    """
+    from .saliency import metrics as m
+
+    lengths = test.lengths
+    curve = m.saliency_over_time(saliency, lengths=lengths)
+    on_share = m.top_k_share_in_time(saliency, test.task_on, k=top_k, lengths=lengths)
+    mismatched = m.top_k_share_in_time(saliency, _mismatched_on(test, seed), k=top_k, lengths=lengths)
+    valid = np.arange(test.task_on.shape[1])[None, :] < lengths[:, None]
+    result = {
+        "n_samples": len(test), "top_k": top_k,
+        "curve_mean": curve.mean(axis=0).tolist(), "curve_std": curve.std(axis=0).tolist(),
+        "mass_last_10pct": _summary(m.mass_in_last(saliency, 0.1, lengths=lengths)),
+        "on_share": _summary(on_share), "on_share_mismatched": _summary(mismatched),
+        "on_share_chance": float(test.task_on[valid].mean()),
+        "on_share_per_class": _per_class(on_share, test),
+    }
+    result.update(_planted_region_metrics(_class_means(saliency, test), test.classes,
+                                          test.region_names, ground_truth))
+    planted = _planted_masks(ground_truth, test.classes, test.region_names)
+    if planted is not None:
+        share = m.top_k_share_in_features(saliency, planted[test.y], k=top_k, lengths=lengths)
+        result["planted_share"] = _summary(share)
+        result["planted_share_chance"] = float(planted[test.y].mean())
+    return result
+
+
+def _summary(values: np.ndarray) -> dict:
+    values = np.asarray(values, dtype=float)
+    return {"mean": float(values.mean()), "std": float(values.std()), "n": int(values.size)}
+
+
+def _per_class(values: np.ndarray, test) -> dict:
+    return {c: float(values[test.y == i].mean()) for i, c in enumerate(test.classes) if np.any(test.y == i)}
+
+
+def _mismatched_on(test, seed: int) -> np.ndarray:
+    """Each sample's ON mask swapped for that of a random sample of another class."""
+    rng = np.random.default_rng(seed)
+    swapped = np.zeros_like(test.task_on)
+    for i, label in enumerate(test.y):
+        others = np.flatnonzero(test.y != label)
+        swapped[i] = test.task_on[rng.choice(others)] if len(others) else test.task_on[i]
+    return swapped
+
+
+def _class_means(saliency: np.ndarray, test) -> np.ndarray:
+    """(class, time, region): mean of per-sample min-max scaled saliency over each class."""
+    from .saliency.metrics import minmax_scale
+
+    scaled = minmax_scale(saliency)
+    return np.stack([
+        scaled[test.y == c].mean(axis=0) if np.any(test.y == c) else np.zeros(scaled.shape[1:])
+        for c in range(len(test.classes))
+    ]).astype(np.float32)
+
+
+def _planted_masks(ground_truth: dict | None, classes: list[str], regions: list[str]):
+    """(class, region) bool: the planted regions of each class's task, or None."""
+    if not ground_truth:
+        return None
+    tasks = ground_truth.get("tasks", {})
+    if not all(c in tasks for c in classes):
+        return None
+    index = {name: i for i, name in enumerate(regions)}
+    masks = np.zeros((len(classes), len(regions)), dtype=bool)
+    for c, task in enumerate(classes):
+        for name in tasks[task].get("region_names", []):
+            if name in index:
+                masks[c, index[name]] = True
+    return masks if masks.any() else None
+
+
+def _planted_region_metrics(class_maps: np.ndarray, classes, regions, ground_truth) -> dict:
+    """Region-level precision at the number of planted regions, per class and mean."""
+    from .saliency.metrics import region_precision_at_k
+
+    planted = _planted_masks(ground_truth, classes, regions)
+    if planted is None:
+        return {}
+    per_class = {}
+    for c, task in enumerate(classes):
+        k = int(planted[c].sum())
+        per_class[task] = float(region_precision_at_k(class_maps[c:c + 1], planted[c], k)[0])
+    return {"region_precision": {"mean": float(np.mean(list(per_class.values()))), **per_class},
+            "region_precision_chance": float(planted.sum(axis=1).mean() / len(regions))}
+
+
+def _save_saliency(out: Path, saliency, test, metrics, config, *, per_subject: bool) -> None:
+    _write_class_maps(out, _class_means(saliency, test), test)
+    if per_subject:
+        for subject in np.unique(test.subjects):
+            _write_class_maps(out / f"sub-{subject}", _class_means(saliency[test.subjects == subject],
+                                                                test.subset(test.subjects == subject)), test)
+    write_json(out / "metrics.json", {**metrics, "method": config["saliency"]["method"]})
+
+
+def _write_class_maps(out: Path, maps: np.ndarray, test) -> None:
+    from ._utils import atomic_path
+
+    with atomic_path(out / "class_maps.npz") as tmp, open(tmp, "wb") as handle:
+        np.savez_compressed(handle, maps=maps.astype(np.float32))
+    write_json(out / "class_maps.json", {
+        "shape": ["class", "time", "region"], "classes": test.classes,
+        "regions": test.region_names, "t_r": test.t_r,
+    })
+
+
+def load_class_maps(directory: Path) -> tuple[np.ndarray, dict]:
+    """(class, time, region) maps and their sidecar, as written by the explain stage."""
+    with np.load(directory / "class_maps.npz") as data:
+        maps = data["maps"]
+    return maps, json.loads((directory / "class_maps.json").read_text())
+
+
+def project_stage(config: dict, ws: Workspace, key: str) -> None:
+    """Each model's per-class maps to 4D/3D NIfTI on the data grid, with sidecars."""
+    from .saliency.projection import save_saliency_maps
+
+    atlas, sidecar = None, None
+    for name in _explained(config, ws):
+        if _is_done(ws, "project", config_hash(key, name), name):
+            continue
+        maps, meta = load_class_maps(ws.saliency_dir(name))
+        if atlas is None:
+            atlas, sidecar = _atlas_for_outputs(config, ws)
+        values = _to_atlas_regions(maps, meta["regions"], atlas)
+        stride = config["samples"]["frame_stride"]
+        start, window = config["samples"]["start"], maps.shape[1]
+        paths = save_saliency_maps(
+            ws.maps_dir(name), dict(zip(meta["classes"], values, strict=True)), atlas,
+            t_r=meta["t_r"] / stride, stride=stride, model=name, method=_method(config, name),
+            frames=[start, start + window * stride], space=sidecar.get("space") or atlas.space,
+            prefix="group", extra={"atlas": atlas.name},
+        )
+        _mark_done(ws, "project", config_hash(key, name), name, files=[str(p) for p in paths])
+
+
+def _method(config: dict, name: str) -> str:
+    return "weights" if name == "linear" else config["saliency"]["method"]
+
+
+def _explained(config: dict, ws: Workspace) -> list[str]:
+    names = list(config["models"])
+    if (ws.saliency_dir("linear") / "class_maps.npz").is_file():
+        names.append("linear")
+    return names
+
+
+def _atlas_for_outputs(config: dict, ws: Workspace):
+    """The atlas on the data grid, and the sidecar of one parcellated run."""
+    from .data.parcellation import find_timeseries, load_timeseries
+
+    _, sidecar = load_timeseries(find_timeseries(ws.timeseries)[0])
+    return _load_atlas(config, sidecar["source"]), sidecar
+
+
+def _to_atlas_regions(maps: np.ndarray, regions: list[str], atlas) -> np.ndarray:
+    """(..., region) in sample order -> (..., atlas region) in the atlas's order, 0 if absent."""
+    names = atlas.labels["name"].astype(str).tolist()
+    out = np.zeros((*maps.shape[:-1], len(names)), dtype=np.float32)
+    position = {name: i for i, name in enumerate(names)}
+    for j, name in enumerate(regions):
+        if name in position:
+            out[..., position[name]] = maps[..., j]
+    return out
+
+
+_STAGE_FUNCTIONS = {
+    "parcellate": parcellate_stage,
+    "samples": samples_stage,
+    "train": train_stage,
+    "explain": explain_stage,
+    "project": project_stage,
+}
+
+
+def _load_ground_truth(config: dict) -> dict | None:
+    root = config["data"]["root"]
+    path = Path(root) / "ground_truth.json" if root else None
+    return json.loads(path.read_text()) if path and path.is_file() else None
+
