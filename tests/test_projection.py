@@ -19,6 +19,7 @@ from fmri_ica.saliency.projection import (
     time_average_img,
     time_bin_edges,
     time_binned_imgs,
+    top_regions,
     write_regions_img,
 )
 
@@ -224,3 +225,16 @@ def test_save_saliency_maps_rejects_colliding_class_names(rng, affine, tmp_path)
         save_saliency_maps(
             tmp_path, maps, atlas, t_r=1.0, model="m", method="s", frames=None, space="MNI"
         )
+
+
+def test_top_regions_table(rng, affine):
+    atlas = labels_atlas(rng, affine)
+    atlas.labels["x"] = [1.0, 2, 3, 4, 5]
+    values = np.array([[0.1, 0.5, 0.2, 0.9, 0.3], [0.1, 0.5, 0.4, 0.9, 0.3]])
+    table = top_regions(values, atlas, k=3)
+    assert table["rank"].tolist() == [1, 2, 3]
+    assert table["region"].tolist() == ["r4", "r2", "r3"]
+    assert table["x"].tolist() == [4.0, 2.0, 3.0]
+    assert np.isnan(table["y"]).all()  # absent from the table
+    assert table["saliency"].tolist() == pytest.approx([0.9, 0.5, 0.3])
+    assert table["share"].tolist() == pytest.approx(np.array([0.9, 0.5, 0.3]) / 2.1)

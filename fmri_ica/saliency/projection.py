@@ -28,6 +28,7 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 
 from .._utils import atomic_path, check_option, package_versions, write_json
 from ..exceptions import InputDataError, InvalidParameterError
@@ -41,6 +42,8 @@ __all__ = [
     "time_average_img",
     "time_binned_imgs",
     "save_saliency_maps",
+    "top_regions",
+    "atlas_label_values",
 ]
 
 # Voxels per block when multiplying probabilistic maps (bounds float64 temporaries).
@@ -556,3 +559,44 @@ def _jsonable(obj):
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"Sidecar field of type {type(obj).__name__} is not JSON serialisable")
+
+
+def top_regions(values, atlas, k: int = 10) -> pd.DataFrame:
+    """The ``k`` regions with the largest saliency, with their names and MNI centres.
+
+    Parameters
+    ----------
+    values : array, shape (region,) or (time, region)
+        Saliency per region (averaged over time if 2D).
+    atlas : Atlas
+    k : int, default=10
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        Columns rank (1 = largest), region, network, x, y, z (mm), saliency, share
+        (fraction of the total saliency), sorted by rank. Missing atlas columns are
+        empty strings / NaN.
+    """
+    values = _check_values(values, _n_regions(atlas))
+    if values.ndim == 2:
+        values = values.mean(axis=0, dtype=np.float64)
+    table = atlas.labels.reset_index(drop=True)
+    order = np.argsort(-values, kind="stable")[: max(0, int(k))]
+    total = float(np.sum(values))
+
+    def column(name, fill):
+        return table[name].to_numpy()[order] if name in table else [fill] * len(order)
+
+    return pd.DataFrame(
+        {
+            "rank": np.arange(1, len(order) + 1),
+            "region": column("name", ""),
+            "network": column("network", ""),
+            "x": column("x", np.nan),
+            "y": column("y", np.nan),
+            "z": column("z", np.nan),
+            "saliency": values[order],
+            "share": values[order] / total if total > 0 else np.nan,
+        }
+    )

@@ -1,0 +1,831 @@
+"""Figures of saliency over time and over the brain.
+
+Every function takes arrays (and an atlas, see :mod:`fmri_ica.saliency.projection`),
+draws with matplotlib's Agg backend (nilearn for brains) and, given ``path``, saves the
+figure atomically and returns the :class:`~pathlib.Path`; without ``path`` it returns
+the matplotlib figure. Outputs are deterministic: same inputs, same pixels.
+
+Time conventions: row ``i`` of ``values: (time, region)`` is the frame ``i * stride``
+of the window, drawn at ``i * stride * t_r`` seconds from the window start.
+Saliency is non-negative (an absolute gradient or attribution), so brain maps use a
+sequential colour map from 0 and one colour scale shared across time bins.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # before pyplot: no display on batch nodes
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from ._utils import atomic_path, write_text
+from .exceptions import InvalidParameterError
+from .saliency.projection import (
+    bin_means,
+    regions_to_img,
+    time_bin_edges,
+    top_regions,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "plot_saliency_over_time",
+    "plot_glass_brains",
+    "plot_region_time_heatmap",
+    "plot_surface_bins",
+    "animate_saliency",
+    "save_interactive_view",
+    "plot_confusion_matrix",
+    "plot_top_regions",
+    "tail_share",
+]
+
+SALIENCY_CMAP = "inferno"  # sequential from 0, readable in grey scale
+GLASS_CMAP = "YlOrRd"  # low values pale on the white glass brain
+ON_COLOR = "0.85"
+DPI = 110
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _step(t_r: float, stride: int) -> float:
+    if t_r is None or not np.isfinite(t_r) or t_r <= 0:
+        raise InvalidParameterError(f"'t_r' must be a positive number of seconds; got {t_r!r}.")
+    if stride < 1 or int(stride) != stride:
+        raise InvalidParameterError(f"'stride' must be a positive integer; got {stride!r}.")
+    return float(t_r) * int(stride)
+
+
+def _values_2d(values, atlas=None) -> np.ndarray:
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 2:
+        raise InvalidParameterError(f"'values' must have shape (time, region); got {values.shape}.")
+    if atlas is not None and values.shape[1] != atlas.n_regions:
+        raise InvalidParameterError(
+            f"'values' has {values.shape[1]} regions but atlas {atlas.name!r} has "
+            f"{atlas.n_regions} regions; pass one column per row of the atlas table."
+        )
+    return values
+
+
+def _finish(fig, path):
+    """Save ``fig`` to ``path`` (atomically) and close it; or return it."""
+    if path is None:
+        return fig
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=DPI, bbox_inches="tight", metadata=_metadata(path))
+    plt.close(fig)
+    return path
+
+
+def _metadata(path: Path) -> dict | None:
+    # No software/date stamps: identical inputs give identical files.
+    suffix = path.suffix.lower()
+    if suffix == ".png":
+        return {"Software": None}
+    if suffix in (".svg", ".pdf"):
+        return {"Date": None} if suffix == ".svg" else {"CreationDate": None}
+    return None
+
+
+def _on_spans(task_on, n_time: int) -> list[tuple[int, int]]:
+    """Contiguous runs of True in ``task_on: (time,)`` as (start, stop) indices."""
+    on = np.asarray(task_on, dtype=bool)
+    if on.shape != (n_time,):
+        raise InvalidParameterError(
+            f"'task_on' must be a boolean array of shape ({n_time},), one per time step; "
+            f"got shape {on.shape}."
+        )
+    edges = np.diff(np.concatenate([[0], on.astype(int), [0]]))
+    return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True))
+
+
+def _shade_on(ax, spans_s: Sequence[tuple[float, float]], label="task ON") -> None:
+    for i, (start, stop) in enumerate(spans_s):
+        ax.axvspan(start, stop, color=ON_COLOR, zorder=0, lw=0, label=label if i == 0 else None)
+
+
+def _seconds(x: float) -> str:
+    return f"{x:.1f}".rstrip("0").rstrip(".")
+
+
+def _bin_caption(a: int, b: int, step: float) -> str:
+    return f"t = {_seconds(a * step)}–{_seconds(b * step)} s"
+
+
+def _shared_vmax(values: np.ndarray) -> float:
+    vmax = float(np.nanmax(values)) if values.size else 0.0
+    return vmax if vmax > 0 else 1.0
+
+
+def tail_share(curve, fraction: float = 0.1) -> float:
+    """Share of saliency mass in the last ``fraction`` of time steps.
+
+    Parameters
+    ----------
+    curve : array, shape (time,) or (n_samples, time)
+        Non-negative saliency mass per time step (per sample).
+    fraction : float, default=0.1
+
+    Returns
+    -------
+    share : float
+        Mean over samples of (mass in the last ``ceil(fraction * time)`` steps) / total.
+    """
+    arr = np.atleast_2d(np.asarray(curve, dtype=np.float64))
+    n_tail = max(1, int(np.ceil(fraction * arr.shape[1])))
+    total = arr.sum(axis=1)
+    keep = total > 0
+    if not np.any(keep):
+        return float("nan")
+    return float(np.mean(arr[keep, -n_tail:].sum(axis=1) / total[keep]))
+
+
+# --------------------------------------------------------------------------- time
+
+
+def plot_saliency_over_time(
+    curves: Mapping[str, np.ndarray],
+    *,
+    t_r: float,
+    stride: int = 1,
+    task_on=None,
+    on_blocks: Sequence[tuple[float, float]] | None = None,
+    normalize: bool = True,
+    title: str | None = None,
+    path: str | os.PathLike | None = None,
+):
+    """Saliency mass per time step for each model: where in time the evidence lies.
+
+    The first figure of a report: an LSTM's saliency piles up in the last frames (the
+    vanishing-gradient effect); input-cell attention spreads it over the window.
+
+    Parameters
+    ----------
+    curves : dict of str -> array, shape (time,) or (n_samples, time)
+        Saliency summed over regions, per model (and per sample).
+    t_r : float
+        Repetition time (s).
+    stride : int, default=1
+        Frames between time steps.
+    task_on : bool array, shape (time,), optional
+        Task-ON time steps, shaded.
+    on_blocks : sequence of (onset_s, duration_s), optional
+        Task blocks in seconds from the window start (alternative to ``task_on``).
+    normalize : bool, default=True
+        Divide each sample's curve by its total: the y axis is the share of the
+        sample's saliency mass at each step (sums to 1); mean ± SD across samples.
+    title : str, optional
+    path : path, optional
+
+    Returns
+    -------
+    Path or matplotlib.figure.Figure
+    """
+    step = _step(t_r, stride)
+    if not curves:
+        raise InvalidParameterError("'curves' is empty: give at least one model's curve.")
+    fig, ax = plt.subplots(figsize=(8.5, 3.8), layout="constrained")
+    n_max = 0
+    for i, (model, curve) in enumerate(curves.items()):
+        arr = np.atleast_2d(np.asarray(curve, dtype=np.float64))
+        if arr.ndim != 2:
+            raise InvalidParameterError(
+                f"curves[{model!r}] must have shape (time,) or (n_samples, time); got {arr.shape}."
+            )
+        if normalize:
+            total = arr.sum(axis=1, keepdims=True)
+            arr = arr[total[:, 0] > 0] / total[total[:, 0] > 0]
+        n_max = max(n_max, arr.shape[1])
+        times = np.arange(arr.shape[1]) * step
+        mean = arr.mean(axis=0)
+        label = f"{model} (n = {len(arr)}; last 10% of steps: {tail_share(arr):.2f} of mass)"
+        color = f"C{i}"
+        ax.plot(
+            times,
+            mean,
+            color=color,
+            lw=1.8,
+            label=label,
+            marker="o" if len(times) <= 30 else None,
+            ms=3,
+        )
+        if len(arr) > 1:
+            sd = arr.std(axis=0)
+            ax.fill_between(
+                times, np.clip(mean - sd, 0, None), mean + sd, color=color, alpha=0.2, lw=0
+            )
+    if task_on is not None:
+        spans = _on_spans(task_on, n_max)
+        _shade_on(ax, [(a * step - step / 2, b * step - step / 2) for a, b in spans])
+    elif on_blocks is not None:
+        _shade_on(ax, [(onset, onset + duration) for onset, duration in on_blocks])
+    if normalize:
+        ax.axhline(1 / n_max, color="0.4", ls=":", lw=1, label="uniform (1 / number of steps)")
+        ax.set_ylabel("share of saliency mass\nper time step")
+    else:
+        ax.set_ylabel("saliency (a.u.)")
+    ax.set_xlabel("time from window start (s)")
+    ax.set_xlim(-step / 2, (n_max - 0.5) * step)
+    ax.set_ylim(bottom=0)
+    band = " (line: mean; band: ± SD across samples)" if normalize else ""
+    ax.set_title(title or f"When does each model look? Saliency over time{band}", fontsize=11)
+    ax.legend(fontsize=8, loc="upper left", frameon=False)
+    return _finish(fig, path)
+
+
+# --------------------------------------------------------------------------- brains
+
+
+def plot_glass_brains(
+    values,
+    atlas,
+    *,
+    t_r: float,
+    stride: int = 1,
+    n_bins: int | Sequence[int] = 4,
+    vmax: float | None = None,
+    title: str | None = None,
+    path: str | os.PathLike | None = None,
+):
+    """A row of glass brains, one per time bin, on one colour scale.
+
+    Parameters
+    ----------
+    values : array, shape (time, region)
+        Non-negative saliency per time step and region.
+    atlas : Atlas
+    t_r : float
+    stride : int, default=1
+    n_bins : int or sequence of int, default=4
+        Equal time bins or explicit edges (see :func:`time_bin_edges`).
+    vmax : float, optional
+        Top of the colour scale (default: the largest bin mean), e.g. to share a scale
+        across classes.
+    title : str, optional
+    path : path, optional
+
+    Returns
+    -------
+    Path or matplotlib.figure.Figure
+    """
+    from nilearn import plotting
+
+    values = _values_2d(values, atlas)
+    step = _step(t_r, stride)
+    edges = time_bin_edges(len(values), n_bins)
+    means = bin_means(values, edges)
+    vmax = float(vmax) if vmax is not None else _shared_vmax(means)
+    n = len(means)
+    fig = plt.figure(figsize=(4.3 * n + 0.8, 2.6))
+    grid = fig.add_gridspec(1, n + 1, width_ratios=[*([1] * n), 0.04], wspace=0.05)
+    for k, mean in enumerate(means):
+        ax = fig.add_subplot(grid[0, k])
+        ax.set_axis_off()
+        plotting.plot_glass_brain(
+            regions_to_img(mean, atlas),
+            figure=fig,
+            axes=ax,
+            display_mode="ortho",
+            plot_abs=False,
+            cmap=GLASS_CMAP,
+            vmin=0,
+            vmax=vmax,
+            threshold=vmax * 1e-3,
+            colorbar=False,
+            annotate=k == 0,
+        )
+        ax.set_title(_bin_caption(edges[k], edges[k + 1], step), fontsize=10)
+    _colorbar(fig, fig.add_subplot(grid[0, n]), GLASS_CMAP, 0, vmax, "mean saliency (a.u.)")
+    fig.suptitle(title or "Saliency over the brain, by time bin", fontsize=11, y=1.04)
+    return _finish(fig, path)
+
+
+def _colorbar(fig, cax, cmap, vmin, vmax, label):
+    norm = matplotlib.colors.Normalize(vmin=vmin, vmax=vmax)
+    bar = fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), cax=cax)
+    bar.set_label(label, fontsize=8)
+    bar.ax.tick_params(labelsize=7)
+    return bar
+
+
+def plot_region_time_heatmap(
+    values,
+    atlas,
+    *,
+    t_r: float,
+    stride: int = 1,
+    task_on=None,
+    title: str | None = None,
+    path: str | os.PathLike | None = None,
+):
+    """Time x region heatmap of saliency, regions grouped by network.
+
+    Parameters
+    ----------
+    values : array, shape (time, region)
+    atlas : Atlas
+        Its ``labels`` table's ``network`` column groups the rows (one group if absent).
+    t_r : float
+    stride : int, default=1
+    task_on : bool array, shape (time,), optional
+        Drawn as a strip above the heatmap.
+    title : str, optional
+    path : path, optional
+
+    Returns
+    -------
+    Path or matplotlib.figure.Figure
+    """
+    values = _values_2d(values, atlas)
+    step = _step(t_r, stride)
+    n_time, n_regions = values.shape
+    networks = _networks(atlas)
+    names = sorted(
+        set(networks), key=lambda n: (n.lower() in ("unassigned", "none", ""), n.lower())
+    )
+    order = np.concatenate([np.flatnonzero(networks == name) for name in names])
+    height = min(9.0, 2.5 + 0.02 * n_regions)
+    fig = plt.figure(figsize=(9, height), layout="constrained")
+    ratios = [0.05, 1] if task_on is not None else [1]
+    grid = fig.add_gridspec(len(ratios), 2, height_ratios=ratios, width_ratios=[1, 0.025])
+    ax = fig.add_subplot(grid[-1, 0])
+    extent = (-step / 2, (n_time - 0.5) * step, n_regions, 0)
+    vmin = 0.0 if np.nanmin(values) >= 0 else None
+    image = ax.imshow(
+        values[:, order].T,
+        aspect="auto",
+        interpolation="nearest",
+        cmap=SALIENCY_CMAP,
+        extent=extent,
+        vmin=vmin,
+    )
+    sizes = [int(np.sum(networks == name)) for name in names]
+    bounds = np.cumsum([0, *sizes])
+    for b in bounds[1:-1]:
+        ax.axhline(b, color="white", lw=0.8)
+    fontsize = 7 if len(names) > 8 else 8
+    axis_px = (height - 1.6) * DPI * (ratios[-1] / sum(ratios))
+    ax.set_yticks(
+        _spread(
+            (bounds[:-1] + bounds[1:]) / 2,
+            n_regions * 1.3 * fontsize * DPI / 72 / axis_px,
+            n_regions,
+        ),
+        [f"{n} ({s})" for n, s in zip(names, sizes, strict=True)],
+        fontsize=fontsize,
+    )
+    ax.tick_params(axis="y", length=0)
+    ax.set_xlabel("time from window start (s)")
+    ax.set_ylabel("regions, grouped by network (count)")
+    bar = fig.colorbar(image, cax=fig.add_subplot(grid[-1, 1]))
+    bar.set_label("saliency (a.u.)", fontsize=8)
+    if task_on is not None:
+        strip = fig.add_subplot(grid[0, 0], sharex=ax)
+        on = np.asarray(task_on, dtype=float)
+        _on_spans(task_on, n_time)  # validates the shape
+        strip.imshow(
+            on[None],
+            aspect="auto",
+            cmap="Greys",
+            vmin=0,
+            vmax=1.6,
+            extent=(*extent[:2], 1, 0),
+            interpolation="nearest",
+        )
+        strip.set_yticks([0.5], ["task ON"], fontsize=8)
+        strip.tick_params(axis="both", length=0, labelbottom=False)
+        strip.set_title(title or "Saliency per region and time step", fontsize=11)
+    else:
+        ax.set_title(title or "Saliency per region and time step", fontsize=11)
+    return _finish(fig, path)
+
+
+def _spread(centres: np.ndarray, gap: float, top: float) -> np.ndarray:
+    """Move sorted label positions apart by at least ``gap``, staying within [0, top]."""
+    pos = np.array(centres, dtype=float)
+    for i in range(1, len(pos)):
+        pos[i] = max(pos[i], pos[i - 1] + gap)
+    overflow = pos[-1] - (top - gap / 2) if len(pos) else 0
+    if overflow > 0:
+        pos[-1] -= overflow
+        for i in range(len(pos) - 2, -1, -1):
+            pos[i] = min(pos[i], pos[i + 1] - gap)
+    return pos
+
+
+def _networks(atlas) -> np.ndarray:
+    table = atlas.labels
+    if table is not None and "network" in table:
+        return table["network"].fillna("unassigned").astype(str).to_numpy()
+    return np.array(["all regions"] * atlas.n_regions)
+
+
+@functools.lru_cache(maxsize=1)
+def _fsaverage():
+    """fsaverage5 meshes and sulcal depth (shipped with nilearn: no download)."""
+    from nilearn import datasets
+
+    meshes = datasets.load_fsaverage("fsaverage5")
+    sulcal = datasets.load_fsaverage_data("fsaverage5", mesh_type="inflated", data_type="sulcal")
+    return meshes, sulcal
+
+
+def plot_surface_bins(
+    values,
+    atlas,
+    *,
+    t_r: float,
+    stride: int = 1,
+    n_bins: int | Sequence[int] = 3,
+    vmax: float | None = None,
+    title: str | None = None,
+    path: str | os.PathLike | None = None,
+):
+    """Inflated fsaverage5 cortex (lateral, medial; left, right) at a few time bins.
+
+    The volume (atlas grid, MNI space) is sampled along the line between the pial and
+    white surfaces (nilearn's ``vol_to_surf``). Sub-cortical and cerebellar regions do
+    not appear.
+
+    Parameters
+    ----------
+    values : array, shape (time, region)
+    atlas : Atlas
+    t_r : float
+    stride : int, default=1
+    n_bins : int or sequence of int, default=3
+    vmax : float, optional
+        Top of the shared colour scale (default: the largest sampled value).
+    title : str, optional
+    path : path, optional
+
+    Returns
+    -------
+    Path or matplotlib.figure.Figure
+    """
+    from nilearn import plotting
+    from nilearn.surface import SurfaceImage
+
+    values = _values_2d(values, atlas)
+    step = _step(t_r, stride)
+    edges = time_bin_edges(len(values), n_bins)
+    means = bin_means(values, edges)
+    meshes, sulcal = _fsaverage()
+    surf = SurfaceImage.from_volume(
+        meshes["pial"], regions_to_img(means, atlas), inner_mesh=meshes["white_matter"]
+    )
+    # Vertices outside the volume (tiny grids, cropped fields of view) sample NaN.
+    data = {
+        hemi: np.nan_to_num(
+            np.asarray(surf.data.parts[hemi], dtype=np.float64).reshape(-1, len(means))
+        )
+        for hemi in ("left", "right")
+    }
+    if vmax is None:
+        vmax = _shared_vmax(np.concatenate([data["left"], data["right"]]))
+    views = [("left", "lateral"), ("left", "medial"), ("right", "medial"), ("right", "lateral")]
+    fig = plt.figure(figsize=(10, 2.3 * len(means) + 0.6))
+    grid = fig.add_gridspec(
+        len(means), len(views) + 1, width_ratios=[1, 1, 1, 1, 0.05], wspace=0.0, hspace=0.05
+    )
+    for k in range(len(means)):
+        for j, (hemi, view) in enumerate(views):
+            ax = fig.add_subplot(grid[k, j], projection="3d")
+            plotting.plot_surf_stat_map(
+                surf_mesh=meshes["inflated"].parts[hemi],
+                stat_map=np.clip(data[hemi][:, k], 0, None),
+                bg_map=np.asarray(sulcal.data.parts[hemi]),
+                hemi=hemi,
+                view=view,
+                engine="matplotlib",
+                cmap=SALIENCY_CMAP,
+                colorbar=False,
+                vmin=0,
+                vmax=vmax,
+                threshold=vmax * 1e-3,
+                symmetric_cbar=False,
+                bg_on_data=False,
+                axes=ax,
+                figure=fig,
+            )
+            if k == 0:
+                ax.set_title(f"{hemi} {view}", fontsize=9)
+        fig.text(
+            0.09,
+            1 - (k + 0.5) / len(means) * 0.9 - 0.05,
+            _bin_caption(edges[k], edges[k + 1], step),
+            rotation=90,
+            va="center",
+            ha="center",
+            fontsize=9,
+        )
+    _colorbar(fig, fig.add_subplot(grid[:, -1]), SALIENCY_CMAP, 0, vmax, "mean saliency (a.u.)")
+    fig.suptitle(title or "Saliency on the cortical surface, by time bin", fontsize=11)
+    return _finish(fig, path)
+
+
+# --------------------------------------------------------------------------- animation
+
+
+def animate_saliency(
+    values,
+    atlas,
+    *,
+    t_r: float,
+    path: str | os.PathLike,
+    stride: int = 1,
+    fps: float = 4.0,
+    max_frames: int = 40,
+    title: str | None = None,
+) -> Path:
+    """GIF of the saliency map across time: maximum projections in three views.
+
+    Time steps are averaged into at most ``max_frames`` bins. Each frame shows the
+    sagittal, coronal and axial maximum-intensity projections (a glass brain drawn
+    with matplotlib only, fast) over the outline of nilearn's MNI152 brain mask, and a
+    time bar.
+
+    Parameters
+    ----------
+    values : array, shape (time, region)
+    atlas : Atlas
+    t_r : float
+    path : path ending in .gif
+    stride : int, default=1
+    fps : float, default=4.0
+    max_frames : int, default=40
+    title : str, optional
+
+    Returns
+    -------
+    Path
+    """
+    from nilearn import datasets, image
+    from PIL import Image
+
+    values = _values_2d(values, atlas)
+    step = _step(t_r, stride)
+    path = Path(path)
+    if path.suffix.lower() != ".gif":
+        raise InvalidParameterError(f"'path' must end in .gif; got {path.name!r}.")
+    edges = time_bin_edges(len(values), min(len(values), int(max_frames)))
+    means = bin_means(values, edges)
+    vol = image.reorder_img(regions_to_img(means, atlas), resample="nearest")
+    data = np.asarray(vol.dataobj, dtype=np.float32)
+    mask = image.resample_to_img(
+        datasets.load_mni152_brain_mask(),
+        image.index_img(vol, 0),
+        interpolation="nearest",
+        force_resample=True,
+        copy_header=True,
+    )
+    mask = np.asarray(mask.dataobj) > 0
+    # World extents (mm) of each axis of the RAS-ordered grid.
+    lo = vol.affine[:3, 3]
+    hi = lo + vol.affine[:3, :3].diagonal() * (np.array(data.shape[:3]) - 1)
+    views = [("sagittal", 0, (1, 2)), ("coronal", 1, (0, 2)), ("axial", 2, (0, 1))]
+    vmax = _shared_vmax(data)
+    fig = plt.figure(figsize=(9, 3.6), dpi=80)
+    grid = fig.add_gridspec(2, 4, height_ratios=[1, 0.06], width_ratios=[1, 1, 1, 0.05])
+    artists = []
+    for j, (name, axis, (u, v)) in enumerate(views):
+        ax = fig.add_subplot(grid[0, j])
+        extent = (lo[u], hi[u], lo[v], hi[v])
+        if mask.any():
+            ax.contour(
+                mask.max(axis=axis).T,
+                levels=[0.5],
+                colors="0.5",
+                linewidths=0.8,
+                extent=extent,
+                origin="lower",
+            )
+        artists.append(
+            ax.imshow(
+                np.ma.masked_less_equal(data[..., 0].max(axis=axis).T, 0),
+                origin="lower",
+                extent=extent,
+                cmap=GLASS_CMAP,
+                vmin=0,
+                vmax=vmax,
+                interpolation="nearest",
+            )
+        )
+        ax.set_title(name, fontsize=9)
+        if name != "sagittal":  # RAS grid: the left hemisphere is drawn on the left
+            ax.text(0.02, 0.98, "L", transform=ax.transAxes, va="top", fontsize=9)
+            ax.text(0.98, 0.98, "R", transform=ax.transAxes, va="top", ha="right", fontsize=9)
+        ax.set_axis_off()
+        ax.set_aspect("equal")
+    _colorbar(fig, fig.add_subplot(grid[0, 3]), GLASS_CMAP, 0, vmax, "saliency (a.u.)")
+    timeline = fig.add_subplot(grid[1, :3])
+    timeline.set_xlim(0, len(values) * step)
+    timeline.set_yticks([])
+    timeline.set_xlabel("time from window start (s)", fontsize=8)
+    timeline.tick_params(labelsize=7)
+    cursor = timeline.axvspan(0, 0, color="C3")
+    heading = fig.suptitle("", fontsize=10)
+    frames = []
+    for k in range(len(means)):
+        for artist, (_, axis, _) in zip(artists, views, strict=True):
+            artist.set_data(np.ma.masked_less_equal(data[..., k].max(axis=axis).T, 0))
+        cursor.set_x(edges[k] * step)
+        cursor.set_width((edges[k + 1] - edges[k]) * step)
+        heading.set_text(
+            f"{title + ': ' if title else ''}{_bin_caption(edges[k], edges[k + 1], step)}"
+        )
+        fig.canvas.draw()
+        frames.append(
+            Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[..., :3]).quantize(
+                colors=128, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE
+            )
+        )
+    plt.close(fig)
+    with atomic_path(path) as tmp:
+        frames[0].save(
+            tmp, save_all=True, append_images=frames[1:], duration=int(1000 / fps), loop=0
+        )
+    return path
+
+
+# --------------------------------------------------------------------------- interactive
+
+
+def save_interactive_view(
+    img,
+    path: str | os.PathLike,
+    *,
+    title: str | None = None,
+    vmax: float | None = None,
+    cmap: str = "hot",
+) -> Path:
+    """A self-contained HTML viewer of a 3D map (nilearn ``view_img``).
+
+    The page embeds its JavaScript and images; nothing is fetched when it is opened
+    (nilearn's favicon link, the one external address, is removed).
+
+    Parameters
+    ----------
+    img : Niimg-like, 3D
+        A non-negative map (e.g. :func:`time_average_img`).
+    path : path ending in .html
+    title : str, optional
+    vmax : float, optional
+    cmap : str, default="hot"
+
+    Returns
+    -------
+    Path
+    """
+    from nilearn import image, plotting
+
+    img = image.check_niimg_3d(img)
+    data = np.asarray(img.dataobj, dtype=np.float64)
+    top = float(vmax) if vmax is not None else _shared_vmax(data)
+    view = plotting.view_img(
+        img,
+        threshold=top * 1e-3,
+        vmax=top,
+        vmin=0,
+        symmetric_cmap=False,
+        cmap=cmap,
+        title=title,
+        colorbar=True,
+        black_bg=False,
+        resampling_interpolation="nearest",
+    )
+    html = re.sub(r"<link[^>]*rel=[\"']?(?:shortcut )?icon[^>]*>", "", view.get_standalone())
+    return write_text(path, html)
+
+
+# --------------------------------------------------------------------------- models
+
+
+def plot_confusion_matrix(
+    matrix,
+    class_names: Sequence[str],
+    path: str | os.PathLike | None = None,
+    *,
+    normalize: bool = True,
+    title: str | None = None,
+):
+    """Confusion matrix (rows: true class, columns: predicted class).
+
+    Parameters
+    ----------
+    matrix : array, shape (n_classes, n_classes)
+        Counts.
+    class_names : sequence of str
+    path : path, optional
+    normalize : bool, default=True
+        Show the fraction of each true class (rows sum to 1) with counts in brackets.
+    title : str, optional
+
+    Returns
+    -------
+    Path or matplotlib.figure.Figure
+    """
+    counts = np.asarray(matrix, dtype=np.float64)
+    n = len(class_names)
+    if counts.shape != (n, n):
+        raise InvalidParameterError(
+            f"'matrix' must be ({n}, {n}) for {n} class names; got shape {counts.shape}."
+        )
+    rows = counts.sum(axis=1, keepdims=True)
+    shown = (
+        np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0) if normalize else counts
+    )
+    size = 1.6 + 0.55 * n
+    fig, ax = plt.subplots(figsize=(size + 1.2, size), layout="constrained")
+    image = ax.imshow(shown, cmap="Blues", vmin=0, vmax=1 if normalize else None)
+    for i in range(n):
+        for j in range(n):
+            text = (
+                f"{shown[i, j]:.2f}\n({counts[i, j]:.0f})" if normalize else f"{counts[i, j]:.0f}"
+            )
+            dark = shown[i, j] > (0.5 if normalize else shown.max() / 2)
+            ax.text(
+                j,
+                i,
+                text,
+                ha="center",
+                va="center",
+                fontsize=7 if n > 6 else 8,
+                color="white" if dark else "black",
+            )
+    ax.set_xticks(range(n), class_names, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(n), class_names, fontsize=8)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    bar = fig.colorbar(image, ax=ax, shrink=0.8)
+    bar.set_label("fraction of the true class" if normalize else "count", fontsize=8)
+    ax.set_title(title or "Confusion matrix (test set)", fontsize=10)
+    return _finish(fig, path)
+
+
+def plot_top_regions(
+    values,
+    atlas,
+    *,
+    k: int = 15,
+    title: str | None = None,
+    path: str | os.PathLike | None = None,
+):
+    """Horizontal bars of the ``k`` most salient regions, coloured by network.
+
+    Parameters
+    ----------
+    values : array, shape (region,) or (time, region)
+        Averaged over time if 2D.
+    atlas : Atlas
+    k : int, default=15
+    title : str, optional
+    path : path, optional
+
+    Returns
+    -------
+    Path or matplotlib.figure.Figure
+    """
+    table = top_regions(values, atlas, k)
+    networks = sorted(set(_networks(atlas)))
+    colors = {name: plt.get_cmap("tab20")(i % 20) for i, name in enumerate(networks)}
+    fig, ax = plt.subplots(figsize=(7, 1 + 0.28 * len(table)), layout="constrained")
+    y = np.arange(len(table))
+    ax.barh(y, table["saliency"], color=[colors.get(str(n), "0.5") for n in table["network"]])
+    ax.set_yticks(
+        y,
+        [
+            f"{r}  ({n})" if n else str(r)
+            for r, n in zip(table["region"], table["network"], strict=True)
+        ],
+        fontsize=8,
+    )
+    ax.invert_yaxis()
+    ax.set_xlabel("mean saliency over time (a.u.)")
+    shown = list(dict.fromkeys(str(n) for n in table["network"] if n))
+    handles = [matplotlib.patches.Patch(color=colors[n], label=n) for n in shown]
+    if handles:
+        ax.legend(
+            handles=handles,
+            fontsize=7,
+            loc="center left",
+            bbox_to_anchor=(1.01, 0.5),
+            title="network",
+            title_fontsize=7,
+            frameon=False,
+        )
+    ax.set_title(title or f"Top {len(table)} regions by saliency", fontsize=10)
+    return _finish(fig, path)

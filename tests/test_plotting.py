@@ -1,0 +1,156 @@
+"""Figures: they render, say what they show (captions, labels), and are reproducible."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import matplotlib.pyplot as plt
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from fmri_ica import plotting
+from fmri_ica.exceptions import InvalidParameterError
+from fmri_ica.saliency.projection import time_average_img
+
+
+@dataclass
+class TinyAtlas:
+    name: str
+    kind: str
+    img: nib.Nifti1Image
+    labels: pd.DataFrame
+
+    @property
+    def n_regions(self):
+        return len(self.labels)
+
+
+@pytest.fixture
+def atlas(rng, affine):
+    data = rng.choice(np.arange(6), size=(7, 8, 9)).astype(np.int16)
+    table = pd.DataFrame(
+        {
+            "index": np.arange(1, 6),
+            "name": [f"region{i}" for i in range(1, 6)],
+            "network": ["Visual", "DefaultMode", "Visual", "Motor", "DefaultMode"],
+            "x": [10.0, 20, 30, 40, 50],
+            "y": [-30.0, -20, -10, 0, 10],
+            "z": [0.0, 5, 10, 15, 20],
+        }
+    )
+    return TinyAtlas("tiny", "labels", nib.Nifti1Image(data, affine), table)
+
+
+@pytest.fixture
+def values(rng):
+    return rng.random((20, 5))
+
+
+def texts(fig) -> list[str]:
+    found = [t.get_text() for t in fig.findobj(plt.Text)]
+    plt.close(fig)
+    return found
+
+
+def test_tail_share():
+    assert plotting.tail_share(np.r_[np.zeros(19), 1.0]) == 1.0
+    assert plotting.tail_share(np.ones((3, 20))) == pytest.approx(0.1)
+    assert plotting.tail_share(np.ones(25), fraction=0.1) == pytest.approx(3 / 25)  # ceil
+
+
+def test_saliency_over_time_labels_and_determinism(rng, tmp_path):
+    lstm = np.c_[np.zeros((4, 19)), np.ones(4)]  # all mass in the last step
+    ica = rng.random((4, 20))
+    on = np.zeros(20, bool)
+    on[5:10] = True
+    kw = dict(t_r=0.72, stride=2, task_on=on)
+    fig = plotting.plot_saliency_over_time({"LSTM": lstm, "ICA-LSTM": ica}, **kw)
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "time from window start (s)"
+    assert ax.get_xlim()[1] == pytest.approx(19.5 * 1.44)
+    labels = texts(fig)
+    assert any(t.startswith("LSTM (n = 4; last 10% of steps: 1.00") for t in labels)
+    assert "task ON" in labels
+    first = plotting.plot_saliency_over_time(
+        {"LSTM": lstm, "ICA-LSTM": ica}, **kw, path=tmp_path / "a.png"
+    )
+    second = plotting.plot_saliency_over_time(
+        {"LSTM": lstm, "ICA-LSTM": ica}, **kw, path=tmp_path / "b.png"
+    )
+    assert first.read_bytes() == second.read_bytes()
+    assert Image.open(first).size[0] > 500
+    with pytest.raises(InvalidParameterError, match="task_on"):
+        plotting.plot_saliency_over_time({"LSTM": lstm}, t_r=0.72, task_on=on[:-1])
+
+
+def test_glass_brains_captions(atlas, values):
+    fig = plotting.plot_glass_brains(values, atlas, t_r=0.5, n_bins=2, title="class A")
+    labels = texts(fig)
+    assert "t = 0–5 s" in labels and "t = 5–10 s" in labels and "class A" in labels
+    with pytest.raises(InvalidParameterError, match="5 regions"):
+        plotting.plot_glass_brains(values[:, :4], atlas, t_r=0.5)
+
+
+def test_region_time_heatmap_groups_by_network(atlas, values):
+    on = np.arange(20) % 8 < 4
+    fig = plotting.plot_region_time_heatmap(values, atlas, t_r=2.0, task_on=on)
+    heat = fig.axes[0]
+    assert [t.get_text() for t in heat.get_yticklabels()] == [
+        "DefaultMode (2)",
+        "Motor (1)",
+        "Visual (2)",
+    ]
+    image = heat.get_images()[0].get_array()
+    # Rows: DefaultMode regions 2 and 5, Motor 4, Visual 1 and 3; columns: time.
+    np.testing.assert_allclose(image, values[:, [1, 4, 3, 0, 2]].T)
+    assert heat.get_xlabel() == "time from window start (s)"
+    assert "task ON" in texts(fig)
+
+
+def test_animation_frames_and_timing(atlas, values, tmp_path):
+    path = plotting.animate_saliency(
+        values, atlas, t_r=1.0, path=tmp_path / "a.gif", fps=5, max_frames=8
+    )
+    gif = Image.open(path)
+    assert gif.n_frames == 8 and gif.info["duration"] == 200
+    with pytest.raises(InvalidParameterError, match=".gif"):
+        plotting.animate_saliency(values, atlas, t_r=1.0, path=tmp_path / "a.mp4")
+
+
+def test_interactive_view_is_self_contained(atlas, values, tmp_path):
+    path = plotting.save_interactive_view(
+        time_average_img(values, atlas), tmp_path / "v.html", title="mean"
+    )
+    html = path.read_text()
+    assert "<html" in html.lower() and "brainsprite" in html.lower()
+    assert not re.search(r"""(?:src|href)\s*=\s*["']?(?:https?:)?//""", html)
+
+
+def test_confusion_matrix(tmp_path):
+    counts = np.array([[8, 2], [0, 5]])
+    fig = plotting.plot_confusion_matrix(counts, ["fear", "neut"])
+    labels = texts(fig)
+    assert "0.80\n(8)" in labels and "1.00\n(5)" in labels and "predicted class" in labels
+    assert plotting.plot_confusion_matrix(
+        counts, ["a", "b"], tmp_path / "c.png", normalize=False
+    ).exists()
+    with pytest.raises(InvalidParameterError, match="3 class names"):
+        plotting.plot_confusion_matrix(counts, ["a", "b", "c"])
+
+
+def test_top_regions_ranked(atlas):
+    values = np.array([0.1, 0.5, 0.3, 0.9, 0.0])
+    fig = plotting.plot_top_regions(values, atlas, k=3)
+    ticks = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    plt.close(fig)
+    assert ticks == ["region4  (Motor)", "region2  (DefaultMode)", "region3  (Visual)"]
+
+
+@pytest.mark.slow
+def test_surface_bins(atlas, values, tmp_path):
+    path = plotting.plot_surface_bins(values, atlas, t_r=1.0, n_bins=2, path=tmp_path / "s.png")
+    assert Image.open(path).size[1] > 300
