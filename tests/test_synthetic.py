@@ -70,3 +70,48 @@ def test_bad_names_and_sizes():
         S.make_dataset("earlier", 0)
     with pytest.raises(InvalidParameterError, match="n_time"):
         S.make_dataset("earlier", 3, n_time=50)
+
+
+def test_quick_benchmark_input_cell_attention_beats_lstm_on_earlier(tmp_path):
+    """The paper's claim at CI size: the LSTM's saliency vanishes before the early box."""
+    from fmri_ica.synthetic_benchmark import run_synthetic_benchmark
+
+    table = run_synthetic_benchmark(
+        tmp_path, "quick", datasets=["earlier"], models=["lstm", "ica_mean"], progress=False
+    )
+    rows = table.set_index("model")
+    assert (rows["status"] == "ok").all()
+    assert rows.loc["ica_mean", "wjac"] > rows.loc["lstm", "wjac"] + 0.02
+    assert rows.loc["lstm", "mass_last_10pct"] > 0.5  # vanishing: mass at the last steps
+    assert rows.loc["ica_mean", "accuracy"] >= 0.9
+    root = tmp_path / "quick"
+    for name in ("results.csv", "results.json", "table.md", "benchmark.json", "saliency_maps.png"):
+        assert (root / name).stat().st_size > 0
+    assert "| LSTM | 0.0" in (root / "table.md").read_text()
+
+
+def test_benchmark_resumes_and_records_failures(tmp_path, monkeypatch):
+    import json
+
+    from fmri_ica import synthetic_benchmark as B
+
+    B.run_synthetic_benchmark(
+        tmp_path, "quick", datasets=["latter"], models=["lstm"], progress=False
+    )
+    cell = tmp_path / "quick" / "cells" / "latter__lstm.json"
+    first = json.loads(cell.read_text())
+
+    def broken(root, profile, dataset, model, *args):
+        if model == "bilstm":
+            raise RuntimeError("boom")
+        raise AssertionError("a finished cell was recomputed")
+
+    monkeypatch.setattr(B, "_run_cell", broken)
+    table = B.run_synthetic_benchmark(
+        tmp_path, "quick", datasets=["latter"], models=["lstm", "bilstm"], progress=False
+    )
+    assert json.loads(cell.read_text()) == first  # skipped, unchanged
+    status = dict(zip(table["model"], table["status"], strict=True))
+    assert status == {"lstm": "ok", "bilstm": "failed"}
+    assert "boom" in table.set_index("model").loc["bilstm", "error"]
+    assert "failed" in (tmp_path / "quick" / "table.md").read_text()

@@ -1,0 +1,441 @@
+"""The synthetic saliency benchmark of Ismail et al. (NeurIPS 2019), Table 1.
+
+For every (profile, data set, model) cell: draw the data set (:mod:`fmri_ica.data.synthetic`),
+standardise every (time, feature) cell on the training part, carve a validation split
+from the training set (model selection never sees the test set), train, then compute
+the paper's saliency |d p_true / d x| on the test split and score it against the box
+mask: weighted Jaccard (WJac), relative Euclidean distance (Euc), AUROC, AUPRC,
+precision at the mask size, and where in time the saliency mass lies.
+
+Every cell is its own resumable unit: ``<out>/<profile>/cells/<data set>__<model>.json``
+(+ ``.npz`` with the mean saliency map and curve) is written atomically when the cell
+finishes; a re-run skips finished cells and resumes an interrupted training; a failing
+cell is recorded (``status: "failed"``) and the others go on.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+from ._utils import atomic_path, check_option, package_versions, seed_everything, write_json
+from ._utils import write_text as _write_text
+from .data.synthetic import DATASETS, DISPLAY_NAMES, make_split
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "MODELS",
+    "PAPER_TABLE1",
+    "PROFILES",
+    "format_table",
+    "plot_benchmark",
+    "run_cell",
+    "run_synthetic_benchmark",
+]
+
+#: Benchmark model name -> (build_model kind, fixed options, display name).
+MODELS = {
+    "lstm": ("lstm", {}, "LSTM"),
+    "bilstm": ("bilstm", {}, "Bi-LSTM"),
+    "self_attention": ("self_attention", {}, "LSTM + self-attention"),
+    "ica_matrix": ("ica", {"embedding": "matrix"}, "LSTM + input-cell attention (matrix)"),
+    "ica_mean": ("ica", {"embedding": "mean"}, "LSTM + input-cell attention (mean)"),
+}
+_ATTENTION_MODELS = ("self_attention", "ica_matrix", "ica_mean")
+
+_TABLE1_SETS = ("earlier", "middle", "latter", "mixed", "3_earlier", "3_middle")
+_ALL_SETS = ("earlier", "middle", "latter", "3_earlier", "3_middle", "mixed") + tuple(
+    d for d in DATASETS if d.startswith("moving")
+)
+
+#: Profiles: data sizes (None = the paper's), model and training settings.
+PROFILES = {
+    "quick": {
+        "datasets": ("earlier", "latter"),
+        "n_train": 160,
+        "n_test": 60,
+        "model": {"hidden_size": 8, "r": 4, "d_a": 16, "dropout": 0.0},
+        "train": {"epochs": 4, "lr": 1e-2, "batch_size": 40, "patience": None},
+        "forget_bias": 0.0,
+    },
+    # The authors' settings: hidden 5, r 20, d_a 50, dropout 0.1, Adam 1e-3, batch 50
+    # (they train up to 400 epochs and stop at 100% training accuracy; we stop early
+    # on a validation split).
+    "paper": {
+        "datasets": _ALL_SETS,
+        "n_train": None,
+        "n_test": None,
+        "model": {"hidden_size": 5, "r": 20, "d_a": 50, "dropout": 0.1},
+        "train": {"epochs": 40, "lr": 1e-3, "batch_size": 50, "patience": 6},
+        "forget_bias": 0.0,
+    },
+    # A setting where every model learns the boxes, so saliency differences are not
+    # just untrained networks: wider (32), and the LSTM forget-gate bias starts at 3
+    # (forget gate ~0.95) in every model, without which a plain LSTM stays at chance on
+    # the Earlier box (Jozefowicz et al. 2015 recommend a positive forget bias).
+    "strong": {
+        "datasets": _ALL_SETS,
+        "n_train": None,
+        "n_test": None,
+        "model": {"hidden_size": 32, "r": 20, "d_a": 50, "dropout": 0.1},
+        "train": {"epochs": 20, "lr": 3e-3, "batch_size": 50, "patience": 5},
+        "forget_bias": 3.0,
+    },
+}
+_VAL_SHARE = 0.1
+
+#: Table 1 of the paper: (WJac, Euc, test accuracy %).
+PAPER_TABLE1 = {
+    "lstm": {
+        "earlier": (0.000, 1.006, 53.4), "middle": (0.000, 1.003, 98.6),
+        "latter": (0.019, 0.985, 100.0), "mixed": (0.000, 1.003, 49.1),
+        "3_earlier": (0.000, 1.003, 52.2), "3_middle": (0.000, 1.004, 51.8),
+    },
+    "bilstm": {
+        "earlier": (0.000, 1.004, 50.7), "middle": (0.000, 1.003, 53.2),
+        "latter": (0.013, 0.990, 100.0), "mixed": (0.000, 1.002, 51.5),
+        "3_earlier": (0.000, 1.003, 51.3), "3_middle": (0.000, 1.003, 51.3),
+    },
+    "self_attention": {
+        "earlier": (0.048, 0.973, 100.0), "middle": (0.048, 0.963, 100.0),
+        "latter": (0.045, 0.973, 100.0), "mixed": (0.060, 0.953, 100.0),
+        "3_earlier": (0.025, 0.985, 100.0), "3_middle": (0.075, 0.939, 99.9),
+    },
+    "ica": {
+        "earlier": (0.103, 0.914, 100.0), "middle": (0.124, 0.891, 100.0),
+        "latter": (0.110, 0.903, 100.0), "mixed": (0.104, 0.912, 77.6),
+        "3_earlier": (0.108, 0.903, 100.0), "3_middle": (0.106, 0.905, 100.0),
+    },
+}  # fmt: skip
+_N_BINS = 10
+
+
+def _profile(profile: str) -> dict:
+    check_option("profile", profile, PROFILES)
+    return PROFILES[profile]
+
+
+def run_synthetic_benchmark(
+    out_dir,
+    profile: str = "quick",
+    *,
+    datasets=None,
+    models=None,
+    seed: int = 0,
+    device=None,
+    progress: bool = True,
+):
+    """Run (or resume) every cell of a profile, then write the tables and figures.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        Results go to ``out_dir/<profile>/``: ``cells/`` (one JSON + NPZ per cell),
+        ``results.csv``, ``results.json``, ``table.md``, ``saliency_maps.png``,
+        ``saliency_time.png`` and ``benchmark.json`` (parameters and versions).
+    profile : {"quick", "paper", "strong"}, default="quick"
+    datasets, models : sequence of str, optional
+        Subsets of the profile's data sets and of :data:`MODELS`.
+    seed : int, default=0
+        Seeds data, initialisation and training; recorded per cell.
+    device : str, optional
+        Torch device; None picks CUDA if available.
+    progress : bool, default=True
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per cell (finished, failed or missing).
+    """
+    settings = _profile(profile)
+    datasets = list(datasets or settings["datasets"])
+    models = list(models or MODELS)
+    for name in datasets:
+        check_option("datasets", name, DATASETS)
+    for name in models:
+        check_option("models", name, MODELS)
+    root = Path(out_dir) / profile
+    write_json(
+        root / "benchmark.json",
+        {"profile": profile, "settings": settings, "datasets": datasets, "models": models,
+         "seed": seed, "validation_share": _VAL_SHARE, "versions": package_versions()},
+    )  # fmt: skip
+    started = time.time()
+    for dataset in datasets:
+        for model in models:
+            run_cell(root, profile, dataset, model, seed=seed, device=device, progress=progress)
+    logger.info("benchmark %s: %.0f s", profile, time.time() - started)
+    return write_summary(root, datasets, models)
+
+
+def _cell_path(root: Path, dataset: str, model: str) -> Path:
+    return root / "cells" / f"{dataset}__{model}.json"
+
+
+def run_cell(root, profile, dataset, model, *, seed=0, device=None, progress=True) -> dict:
+    """Train and score one (data set, model) cell; skip it if already finished.
+
+    Returns the cell's record (also written to ``cells/<dataset>__<model>.json``). A
+    failure is recorded with ``status: "failed"`` and its traceback, not raised.
+    """
+    import json
+
+    root = Path(root)
+    path = _cell_path(root, dataset, model)
+    if path.exists():
+        record = json.loads(path.read_text())
+        if record.get("status") == "ok" and record.get("seed") == seed:
+            if record.get("settings") == json.loads(json.dumps(_profile(profile))):
+                return record
+            logger.info("cell %s / %s: settings changed, recomputing", dataset, model)
+    record = {"profile": profile, "dataset": dataset, "model": model, "seed": seed,
+              "settings": _profile(profile)}  # fmt: skip
+    started = time.time()
+    try:
+        record.update(_run_cell(root, profile, dataset, model, seed, device, progress))
+        record["status"] = "ok"
+    except Exception as error:  # a failing cell must not stop the benchmark
+        logger.exception("cell %s / %s failed", dataset, model)
+        record.update(status="failed", error=f"{type(error).__name__}: {error}",
+                      traceback=traceback.format_exc())  # fmt: skip
+    record["seconds"] = time.time() - started
+    record["versions"] = package_versions()
+    write_json(path, record)
+    return record
+
+
+def _settings_key(settings: dict) -> str:
+    """Short digest of a profile's settings: a changed profile never resumes an old fit."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def _set_forget_bias(net, value: float) -> None:
+    """Initial forget-gate bias of every LSTM in ``net`` (0 keeps the model's own init)."""
+    from torch import nn
+
+    if not value:
+        return
+    for module in net.modules():
+        if isinstance(module, nn.LSTM):
+            hidden = module.hidden_size
+            for name, param in module.named_parameters():
+                if name.startswith("bias_ih"):
+                    param.data[hidden : 2 * hidden] = value  # gate order i, f, g, o
+
+
+def _standardise(train, *others):
+    mean = train.mean(axis=0, keepdims=True)
+    std = train.std(axis=0, keepdims=True)
+    std[std == 0] = 1.0
+    return [((a - mean) / std).astype(np.float32) for a in (train, *others)]
+
+
+def _run_cell(root, profile, dataset, model, seed, device, progress) -> dict:
+    import torch
+
+    from .models import build_model
+    from .saliency import attribute
+    from .training import evaluate, fit
+
+    settings = _profile(profile)
+    n_train, n_test = settings["n_train"], settings["n_test"]
+    train, test = make_split(dataset, n_train, n_test, seed=seed)
+    order = np.random.default_rng(seed).permutation(len(train))
+    n_val = max(2, int(round(_VAL_SHARE * len(train))))
+    val_idx, fit_idx = order[:n_val], order[n_val:]
+    x_fit, x_val, x_test = _standardise(train.x[fit_idx], train.x[val_idx], test.x)
+    y_fit, y_val = train.y[fit_idx], train.y[val_idx]
+
+    kind, fixed, _ = MODELS[model]
+    options = dict(settings["model"])
+    if model not in _ATTENTION_MODELS:
+        options = {k: v for k, v in options.items() if k not in ("r", "d_a")}
+    options.update(fixed)
+    seed_everything(seed)
+    net = build_model(kind, x_fit.shape[2], 2, **options)
+    _set_forget_bias(net, settings["forget_bias"])
+    t0 = time.time()
+    result = fit(
+        net, (x_fit, y_fit), (x_val, y_val), seed=seed, device=device, progress=progress,
+        out_dir=root / "fits" / f"{dataset}__{model}__{_settings_key(settings)}", resume=True,
+        **settings["train"],
+    )  # fmt: skip
+    train_seconds = time.time() - t0
+    test_x, test_y = torch.from_numpy(x_test), torch.from_numpy(test.y)
+    scores = evaluate(net, (test_x, test_y))
+
+    t0 = time.time()
+    dev = next(net.parameters()).device
+    sal = attribute(net, test_x.to(dev), test_y.to(dev), method="gradient", batch_size=100)
+    record = {
+        "n_train": len(fit_idx), "n_val": len(val_idx), "n_test": len(test),
+        "model_options": options, "train_options": settings["train"],
+        "best_epoch": result.best_epoch, "epochs_run": len(result.history),
+        "val_accuracy": result.best_val_accuracy, "accuracy": scores["accuracy"],
+        "train_seconds": train_seconds,
+    }  # fmt: skip
+    record.update(_score(sal.cpu().numpy(), test.mask, root, dataset, model))
+    record["saliency_seconds"] = time.time() - t0
+    return record
+
+
+def _score(saliency: np.ndarray, mask: np.ndarray, root: Path, dataset: str, model: str) -> dict:
+    """Per-sample metrics averaged over the test set; saves mean map and curves."""
+    from .saliency import metrics as M
+
+    scaled = M.minmax_scale(saliency)
+    curve = M.saliency_over_time(scaled)
+    binned = M.saliency_over_time(scaled, n_bins=_N_BINS)
+    scores = {
+        "wjac": M.weighted_jaccard(scaled, mask),
+        "euc": M.euclidean_distance(scaled, mask),
+        "auroc": M.auroc(scaled, mask),
+        "auprc": M.auprc(scaled, mask),
+        "precision_at_mask": M.precision_at_mask_size(scaled, mask),
+        "mass_last_10pct": M.mass_in_last(scaled, 0.1),
+    }
+    with atomic_path(_cell_path(root, dataset, model).with_suffix(".npz")) as tmp:
+        np.savez_compressed(
+            tmp, mean_map=scaled.mean(axis=0).astype(np.float32),
+            mean_curve=curve.mean(axis=0), mean_mask=mask.mean(axis=0).astype(np.float32),
+        )  # fmt: skip
+    out = {name: float(np.nanmean(values)) for name, values in scores.items()}
+    out["wjac_std"] = float(np.std(scores["wjac"]))
+    out["time_bins"] = binned.mean(axis=0).tolist()
+    return out
+
+
+def write_summary(root, datasets, models):
+    """Collect the cell records into results.csv / .json, table.md and the figures."""
+    import json
+
+    import pandas as pd
+
+    root = Path(root)
+    rows = []
+    for dataset in datasets:
+        for model in models:
+            path = _cell_path(root, dataset, model)
+            record = {"dataset": dataset, "model": model, "status": "missing"}
+            if path.exists():
+                record = json.loads(path.read_text())
+            rows.append(record)
+    write_json(root / "results.json", rows)
+    table = pd.DataFrame(rows)
+    flat = table.drop(columns=[c for c in ("traceback", "versions") if c in table], errors="ignore")
+    with atomic_path(root / "results.csv") as tmp:
+        flat.to_csv(tmp, index=False)
+    _write_text(root / "table.md", format_table(table))
+    try:
+        plot_benchmark(root, datasets, models)
+    except Exception:  # a figure must not lose the numbers
+        logger.exception("plotting failed")
+    return table
+
+
+def _fmt(values) -> str:
+    wjac, euc, acc = values
+    return f"{wjac:.3f}/{euc:.3f}/{acc:.1f}"
+
+
+def format_table(results) -> str:
+    """Markdown table in the layout of the paper's Table 1: WJac/Euc/accuracy % per cell.
+
+    Under each model, the paper's numbers (where the paper has them) in italics.
+    """
+    present = list(dict.fromkeys(results["dataset"]))
+    datasets = [d for d in _TABLE1_SETS if d in present] + [
+        d for d in present if d not in _TABLE1_SETS
+    ]
+    header = "| model | " + " | ".join(DISPLAY_NAMES[d] for d in datasets) + " |"
+    lines = [header, "|---" * (len(datasets) + 1) + "|"]
+    for model in dict.fromkeys(results["model"]):
+        cells = []
+        for dataset in datasets:
+            row = results[(results["model"] == model) & (results["dataset"] == dataset)]
+            if row.empty or row.iloc[0].get("status") != "ok":
+                status = "missing" if row.empty else row.iloc[0].get("status")
+                cells.append(str(status))
+            else:
+                r = row.iloc[0]
+                cells.append(_fmt((r["wjac"], r["euc"], 100 * r["accuracy"])))
+        lines.append(f"| {MODELS[model][2]} | " + " | ".join(cells) + " |")
+        paper = PAPER_TABLE1.get("ica" if model.startswith("ica") else model)
+        if paper:
+            ref = [f"*{_fmt(paper[d])}*" if d in paper else "" for d in datasets]
+            lines.append("| *paper* | " + " | ".join(ref) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_benchmark(root, datasets, models) -> list[Path]:
+    """Mean saliency map per model per data set, and saliency-over-time curves."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    root = Path(root)
+    loaded = {}
+    for d in datasets:
+        for m in models:
+            path = _cell_path(root, d, m).with_suffix(".npz")
+            if path.exists():
+                loaded[d, m] = dict(np.load(path))
+    if not loaded:
+        return []
+    n_rows, n_cols = len(datasets), len(models) + 1
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.2 * n_cols, 2.0 * n_rows), squeeze=False)
+    for i, d in enumerate(datasets):
+        for j, m in enumerate([None, *models]):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            data = next((v for (dd, _), v in loaded.items() if dd == d), None)
+            if m is None:
+                image = None if data is None else data["mean_mask"]
+                title = "box (mean mask)"
+            else:
+                image = loaded.get((d, m), {}).get("mean_map")
+                title = MODELS[m][2].replace("LSTM + ", "").replace("input-cell attention", "ICA")
+            if image is not None:
+                # features on the y axis, time on the x axis, as in the paper's figures
+                ax.imshow(image.T, aspect="auto", cmap="gray", vmin=0)
+            if i == 0:
+                ax.set_title(title, fontsize=7)
+            if j == 0:
+                ax.set_ylabel(DISPLAY_NAMES[d], fontsize=7)
+    fig.tight_layout()
+    maps = root / "saliency_maps.png"
+    with atomic_path(maps) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+    n_cols = min(4, len(datasets))
+    n_rows = math.ceil(len(datasets) / n_cols)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.2 * n_cols, 2.4 * n_rows), squeeze=False)
+    for k, d in enumerate(datasets):
+        ax = axes.flat[k]
+        for m in models:
+            if (d, m) in loaded:
+                ax.plot(loaded[d, m]["mean_curve"], label=MODELS[m][2], lw=1)
+        ax.set_title(DISPLAY_NAMES[d], fontsize=8)
+        ax.set_xlabel("time step", fontsize=7)
+        ax.set_ylabel("share of saliency", fontsize=7)
+    for ax in list(axes.flat)[len(datasets) :]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=5)
+    fig.tight_layout()
+    curves = root / "saliency_time.png"
+    with atomic_path(curves) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return [maps, curves]
