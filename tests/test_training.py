@@ -178,6 +178,22 @@ def test_signal_saves_state_mid_epoch_and_resume_is_exact(toy, tmp_path, caplog)
     assert [r["epoch"] for r in result.history] == [1, 2, 3, 4]
 
 
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="needs POSIX signals")
+def test_signal_during_the_last_validation_finishes_the_run_then_exits(toy, tmp_path):
+    train, val, _ = toy
+    params = {**QUICK, "epochs": 2}
+    straight = make_model()
+    fit(straight, train, val, **params)
+    model = make_model()
+    with pytest.raises(TrainingInterrupted):
+        fit(model, train, SignallingDataset(*val, at=60 + 5), **params, out_dir=tmp_path)
+    assert weights_equal(model, straight)  # best weights restored before exiting
+    assert json.loads((tmp_path / "fit_result.json").read_text())["history"][-1]["epoch"] == 2
+    again = make_model(seed=3)
+    result = fit(again, train, val, **params, out_dir=tmp_path, resume=True)  # nothing to do
+    assert weights_equal(again, straight) and len(result.history) == 2
+
+
 @pytest.mark.slow  # a fresh interpreter importing torch: ~10 s on a loaded 2-core machine
 @pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="needs POSIX signals")
 def test_sigterm_exits_the_process_with_a_clear_message(tmp_path):

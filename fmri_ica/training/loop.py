@@ -40,7 +40,6 @@ __all__ = ["fit", "FitResult", "TrainingInterrupted", "Runtime", "resolve_runtim
 
 logger = logging.getLogger(__name__)
 
-METRIC_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
 STOP_SIGNALS = tuple(
     getattr(signal, name) for name in ("SIGTERM", "SIGUSR1") if hasattr(signal, name)
 )
@@ -290,7 +289,7 @@ def fit(
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     prog, best = _start(model, optimizer, out, params, resume, runtime)
     loop = _Loop(model, runtime.wrap(model), optimizer, criterion, weights, params, runtime, out)
-    loop.best_state = best
+    loop.best_state = best  # CPU copy of the best weights so far
     flag = _StopFlag()
     bar = progress_bar(
         total=epochs,
@@ -326,6 +325,8 @@ def fit(
             out / "fit_result.json",
             {**asdict(result), "params": params, "versions": package_versions()},
         )
+    if flag.signum is not None:  # arrived during the last epoch: the run is complete, still exit
+        loop.interrupt(prog, flag.signum, save=False)
     return result
 
 
@@ -438,9 +439,10 @@ class _Loop:
         }
         save_training_state(self.out, state)
 
-    def interrupt(self, prog: _Progress, signum: int) -> None:
+    def interrupt(self, prog: _Progress, signum: int, save: bool = True) -> None:
         """Save the state at this step boundary and raise :class:`TrainingInterrupted`."""
-        self.save(prog)
+        if save:
+            self.save(prog)
         error = TrainingInterrupted(signum, self.out)
         logger.warning(
             "Received %s: saved the training state after epoch %d step %d (global step %d) "
