@@ -1,0 +1,245 @@
+"""The simulator writes a correct HCP tree whose planted regions carry the task signal."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from fmri_ica.data.simulate import (
+    HCP_EVS,
+    HCP_FRAMES,
+    HCP_TASKS,
+    hcp_grid,
+    on_frames,
+    simulate_events,
+    simulate_hcp,
+)
+from fmri_ica.exceptions import InvalidParameterError
+
+SMALL = dict(tasks=("MOTOR", "WM"), frames=40, voxel_size=8.0, progress=False, n_jobs=1)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """3 subjects x MOTOR, WM x LR, RL; 40 frames on an 8 mm grid."""
+    return simulate_hcp(tmp_path_factory.mktemp("sim") / "hcp", n_subjects=3, **SMALL)
+
+
+def _run_dir(root, subject, task, direction):
+    return root / subject / "MNINonLinear" / "Results" / f"tfMRI_{task}_{direction}"
+
+
+def _read_events(folder, task):
+    events = {}
+    for name in HCP_EVS[task]:
+        text = (folder / "EVs" / f"{name}.txt").read_text()
+        rows = [line.split() for line in text.splitlines() if line.strip()]
+        events[name] = np.array(rows, dtype=float).reshape(-1, 3)
+    return events
+
+
+def _regressor(events, n_frames, t_r=0.72):
+    """The union of the EVs through nilearn's SPM HRF: the reference task time course."""
+    from nilearn.glm.first_level import compute_regressor
+
+    rows = np.concatenate([r for r in events.values() if r.size])
+    regressor, _ = compute_regressor(rows.T, "spm", np.arange(n_frames) * t_r)
+    return regressor[:, 0]
+
+
+def _region_correlations(root, run, truth):
+    """Correlation of every atlas region's mean signal (nilearn masker) with the design."""
+    from nilearn.maskers import NiftiLabelsMasker
+
+    atlas = nib.load(root / truth["atlas"]["image"])
+    labels = np.unique(np.asarray(atlas.dataobj))
+    labels = labels[labels > 0]
+    signals = NiftiLabelsMasker(atlas, standardize=None).fit_transform(root / run["bold"])
+    folder = (root / run["bold"]).parent
+    reference = _regressor(_read_events(folder, run["task"]), run["n_frames"])
+    centred = signals - signals.mean(axis=0)
+    ref = reference - reference.mean()
+    r = centred.T @ ref / np.sqrt((centred**2).sum(axis=0) * (ref**2).sum())
+    return labels, r
+
+
+def test_hcp_grid_matches_hcp_and_keeps_world_coordinates():
+    shape, affine = hcp_grid(2.0)
+    assert shape == (91, 109, 91)
+    expected = np.diag([-2.0, 2, 2, 1])
+    expected[:3, 3] = (90, -126, -72)
+    np.testing.assert_array_equal(affine, expected)
+    shape4, affine4 = hcp_grid(4.0)
+    assert shape4 == (46, 55, 46)
+    # voxel k of the 4 mm grid is voxel 2k of HCP's grid
+    ijk = np.array([[3, 7, 11, 1]]).T
+    np.testing.assert_allclose(affine4 @ ijk, affine @ (ijk * [[2], [2], [2], [1]]))
+
+
+@pytest.mark.parametrize("task", HCP_TASKS)
+def test_events_mimic_hcp_designs(task):
+    duration = HCP_FRAMES[task] * 0.72
+    events = simulate_events(task, duration, np.random.default_rng(1))
+    assert tuple(events) == HCP_EVS[task]
+    rows = np.concatenate([r for r in events.values() if r.size])
+    assert rows.shape[1] == 3
+    assert (rows[:, 0] >= 0).all() and (rows[:, 1] > 0).all()
+    assert (rows[:, 0] + rows[:, 1] <= duration + 1e-6).all()
+    on = on_frames(events, HCP_FRAMES[task], 0.72)
+    assert not on[0]  # every run starts with fixation
+    assert 0.4 < on.mean() < 0.95
+    other = simulate_events(task, duration, np.random.default_rng(2))
+    assert not np.array_equal(on, on_frames(other, HCP_FRAMES[task], 0.72))  # jittered
+
+
+def test_motor_design_has_hcp_block_structure():
+    events = simulate_events("MOTOR", HCP_FRAMES["MOTOR"] * 0.72, np.random.default_rng(0))
+    movements = [events[name] for name in ("lf", "rf", "lh", "rh", "t")]
+    assert 8 <= sum(len(m) for m in movements) <= 12  # HCP: 10 movement blocks per run
+    assert all(10 <= d <= 13.5 for m in movements for d in m[:-1, 1])  # ~12 s blocks
+    assert len(events["cue"]) == sum(len(m) for m in movements)  # a cue before each
+
+
+def test_layout_matches_hcp(dataset):
+    root, truth = dataset.path, dataset.ground_truth
+    shape, affine = hcp_grid(8.0)
+    assert sorted(p.name for p in root.iterdir() if p.is_dir()) == ["100001", "100002", "100003"]
+    empty = 0
+    for run in truth["runs"]:
+        folder = _run_dir(root, run["subject"], run["task"], run["direction"])
+        img = nib.load(folder / f"{folder.name}.nii.gz")
+        assert img.shape == (*shape, 40)
+        assert img.get_data_dtype() == np.float32
+        np.testing.assert_allclose(img.affine, affine)
+        assert img.header.get_zooms()[3] == pytest.approx(0.72)
+        assert img.header.get_xyzt_units() == ("mm", "sec")
+        mask = nib.load(folder / "brainmask_fs.2.nii.gz")
+        assert mask.shape == shape
+        data = np.asarray(img.dataobj)
+        inside = np.asarray(mask.dataobj) > 0
+        assert data[inside].mean() > 500 and (data[~inside] == 0).all()
+        motion = np.loadtxt(folder / "Movement_Regressors.txt")
+        assert motion.shape == (40, 12)
+        np.testing.assert_allclose(motion[1:, 6:], np.diff(motion[:, :6], axis=0), atol=2e-6)
+        for name in HCP_EVS[run["task"]]:
+            text = (folder / "EVs" / f"{name}.txt").read_text()
+            if not text.strip():
+                empty += 1
+                continue
+            assert np.loadtxt(folder / "EVs" / f"{name}.txt", ndmin=2).shape[1] == 3
+    assert empty > 0  # HCP has empty EV files (e.g. WM errors); so do we
+
+
+def test_ground_truth_matches_files(dataset):
+    root, truth = dataset.path, dataset.ground_truth
+    assert json.loads((root / "ground_truth.json").read_text()) == truth
+    assert truth["parameters"]["seed"] == 0 and "numpy" in truth["versions"]
+    atlas = np.asarray(nib.load(root / truth["atlas"]["image"]).dataobj)
+    planted = [set(truth["tasks"][t]["planted_regions"]) for t in ("MOTOR", "WM")]
+    shared = set(truth["shared_regions"])
+    assert len(planted[0]) == len(planted[1]) == 10 and len(shared) == 5
+    assert not planted[0] & planted[1] and not (planted[0] | planted[1]) & shared
+    assert (planted[0] | planted[1] | shared) <= set(np.unique(atlas).tolist())
+    assert len(truth["runs"]) == 3 * 2 * 2
+    for run in truth["runs"]:
+        folder = (root / run["bold"]).parent
+        events = _read_events(folder, run["task"])
+        assert run["on_frames"] == np.flatnonzero(on_frames(events, 40, 0.72)).tolist()
+        assert run["empty_evs"] == [n for n, rows in events.items() if rows.size == 0]
+        # the HRF-delayed ON frames lag the boxcar
+        assert np.mean(run["on_frames_hrf"]) > np.mean(run["on_frames"])
+        subject = truth["subjects"][run["subject"]]["tasks"][run["task"]]
+        assert set(map(int, subject["region_amplitudes"])) == planted[0 if run["task"] == "MOTOR"
+                                                                      else 1] | shared
+    amplitude = nib.load(root / truth["amplitude_image"])
+    assert amplitude.shape == (*atlas.shape, 2)
+    for j, task in enumerate(("MOTOR", "WM")):
+        expected = np.isin(atlas, sorted(set(truth["tasks"][task]["planted_regions"]) | shared))
+        np.testing.assert_array_equal(np.asarray(amplitude.dataobj)[..., j] > 0, expected)
+
+
+def test_planted_regions_carry_the_task_signal(dataset):
+    root, truth = dataset.path, dataset.ground_truth
+    for task in ("MOTOR", "WM"):
+        planted_r, other_r = [], []
+        for run in (r for r in truth["runs"] if r["task"] == task):
+            labels, r = _region_correlations(root, run, truth)
+            planted = np.isin(labels, truth["tasks"][task]["planted_regions"])
+            other = ~planted & ~np.isin(labels, truth["shared_regions"])
+            planted_r.append(r[planted].mean())
+            other_r.append(r[other].mean())
+        assert np.mean(planted_r) > 0.4, task
+        assert np.mean(planted_r) > np.mean(other_r) + 0.3, task
+
+
+def test_same_seed_same_data_and_adding_subjects_or_tasks_changes_nothing(dataset, tmp_path):
+    smaller = simulate_hcp(tmp_path / "two", n_subjects=2, **{**SMALL, "tasks": ("WM",)})
+    for subject in ("100001", "100002"):
+        for direction in ("LR", "RL"):
+            a = _run_dir(dataset.path, subject, "WM", direction)
+            b = _run_dir(smaller.path, subject, "WM", direction)
+            for name in (f"{a.name}.nii.gz", "Movement_Regressors.txt", "EVs/0bk_body.txt"):
+                assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    assert smaller.ground_truth["tasks"]["WM"] == dataset.ground_truth["tasks"]["WM"]
+
+
+def test_rerun_skips_finished_runs_and_refuses_other_parameters(dataset):
+    bold = dataset.path / dataset.ground_truth["runs"][0]["bold"]
+    before = bold.stat().st_mtime_ns
+    again = simulate_hcp(dataset.path, n_subjects=3, **SMALL)
+    assert bold.stat().st_mtime_ns == before
+    assert again.ground_truth["runs"] == dataset.ground_truth["runs"]
+    with pytest.raises(InvalidParameterError, match="signal"):
+        simulate_hcp(dataset.path, n_subjects=3, signal=0.5, **SMALL)
+
+
+def test_zero_signal_is_a_noise_only_control(dataset, tmp_path):
+    control = simulate_hcp(tmp_path / "control", n_subjects=1, signal=0.0,
+                           **{**SMALL, "tasks": ("MOTOR",)})
+    truth = dataset.ground_truth
+    atlas = np.asarray(nib.load(dataset.path / truth["atlas"]["image"]).dataobj)
+    responding = np.isin(atlas, truth["tasks"]["MOTOR"]["planted_regions"]
+                         + truth["shared_regions"])
+    for run in control.ground_truth["runs"]:
+        assert run["amplitude"] == 0
+        with_signal = np.asarray(nib.load(dataset.path / run["bold"]).dataobj)
+        without = np.asarray(nib.load(control.path / run["bold"]).dataobj)
+        # same noise: the data differ only in the responding regions...
+        changed = (with_signal != without).any(axis=-1)
+        assert changed.any() and not (changed & ~responding).any()
+        # ...and only by the task response, so the control has none left
+        difference = (with_signal - without)[responding].mean(axis=0)
+        events = _read_events((dataset.path / run["bold"]).parent, "MOTOR")
+        assert np.corrcoef(difference, _regressor(events, 40))[0, 1] > 0.9
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"tasks": ("MOTR",)}, "Did you mean 'MOTOR'"),
+        ({"frames": "shrt"}, "Did you mean 'short'"),
+        ({"frames": 5}, "frames"),
+        ({"voxel_size": 0.0}, "voxel_size"),
+        ({"directions": ("LR", "AP")}, "directions"),
+        ({"n_task_regions": 40}, "n_task_regions"),
+    ],
+)
+def test_bad_parameters_raise_clear_errors(tmp_path, kwargs, message):
+    params = {**SMALL, **kwargs}
+    with pytest.raises(InvalidParameterError, match=message):
+        simulate_hcp(tmp_path / "bad", n_subjects=1, **params)
+
+
+def test_cli_writes_a_data_set(tmp_path, caplog):
+    from fmri_ica.cli import main
+
+    out = tmp_path / "cli"
+    code = main(["simulate", str(out), "--subjects", "1", "--tasks", "EMOTION", "--directions",
+                 "LR", "--frames", "20", "--voxel-size", "8", "--no-progress", "--seed", "3"])
+    assert code == 0
+    img = nib.load(_run_dir(out, "100001", "EMOTION", "LR") / "tfMRI_EMOTION_LR.nii.gz")
+    assert img.shape[-1] == 20
+    assert json.loads((out / "ground_truth.json").read_text())["seed"] == 3
