@@ -25,6 +25,7 @@ from fmri_ica.training import (
     predict_logits,
     save_checkpoint,
 )
+from fmri_ica.training.data import iter_batches
 
 T, F = 11, 6  # unequal on purpose
 
@@ -402,6 +403,34 @@ def test_bad_data_name_the_parameter(toy):
         fit(make_model(), x, toy[1], **QUICK)
     with pytest.raises(InputDataError, match="classes"):
         fit(make_model(), (x, y + 5), toy[1], **QUICK)
+
+
+def test_subsets_and_plain_datasets_give_the_same_batches(toy):
+    x, y, lengths = toy[0]
+    full = SequenceDataset(x, y, lengths)
+    pick = [5, 0, 17, 3, 99, 42, 8]
+    subset = torch.utils.data.Subset(full, pick)
+    plain = SequenceDataset(x[pick], y[pick], lengths[pick])
+    per_item = [full[i] for i in pick]
+    for a, b in zip(
+        iter_batches(subset, range(7), 3), iter_batches(plain, range(7), 3), strict=True
+    ):
+        assert all(torch.equal(u, v) for u, v in zip(a, b, strict=True))
+    batch = next(iter_batches(_ItemDataset(per_item), range(7), 7))
+    assert all(
+        torch.equal(u, v) for u, v in zip(batch, plain.get_batch(torch.arange(7)), strict=True)
+    )
+
+
+class _ItemDataset(torch.utils.data.Dataset):
+    def __init__(self, items):
+        self.items = items
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
 
 
 def test_class_weights_change_the_loss(toy):

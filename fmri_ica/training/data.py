@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, default_collate
+from torch.utils.data import Dataset, Subset, default_collate
 
 from ..exceptions import InputDataError, InvalidParameterError
 
@@ -152,7 +152,9 @@ def iter_batches(dataset: Dataset, indices, batch_size: int, start: int = 0):
 
 
 def _fetch(dataset: Dataset, chunk: torch.Tensor):
-    if hasattr(dataset, "get_batch"):
+    if isinstance(dataset, Subset) and isinstance(dataset.dataset, SequenceDataset):
+        chunk, dataset = torch.as_tensor(dataset.indices)[chunk], dataset.dataset
+    if isinstance(dataset, SequenceDataset):  # one indexing operation, no per-item collate
         return dataset.get_batch(chunk)
     items = default_collate([dataset[i] for i in chunk.tolist()])
     if len(items) not in (2, 3):
