@@ -18,7 +18,10 @@ from fmri_ica.exceptions import AtlasUnavailableError, InputDataError, InvalidPa
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("atlas_cache")
+    """One atlas cache for the session (both atlas test modules): built atlases are reused."""
+    path = tmp_path_factory.getbasetemp() / "atlas_cache"
+    path.mkdir(exist_ok=True)
+    return path
 
 
 def mni_grid(voxel: float) -> nib.Nifti1Image:

@@ -1,0 +1,795 @@
+"""Region time series: one BOLD run + an atlas -> (frames, regions), and the batch around it.
+
+:func:`extract_timeseries` is the one swappable step (nilearn's labels / maps maskers);
+:func:`parcellate` runs it over many runs with sharding, a process pool, per-run locks,
+skip-if-done and a failure log; :func:`load_timeseries` and :func:`find_timeseries` read
+the results back.
+
+Output layout (BIDS-derivatives style), per run::
+
+    <out_dir>/sub-<s>/[ses-<x>/]func/<run.key>_atlas-<atlas>_timeseries.tsv
+    <out_dir>/sub-<s>/[ses-<x>/]func/<run.key>_atlas-<atlas>_timeseries.json
+
+The TSV has one column per region (the region names) and one row per kept frame,
+written with 9 significant digits, enough to round-trip float32. The JSON sidecar is
+written last: a run counts as finished only when it exists and its
+``parameters_sha256`` matches the current parameters, so an unchanged re-run skips and a
+changed parameter re-runs. ``<atlas>`` is the atlas name with non-alphanumerics removed
+(``gm_kmeans`` -> ``gmkmeans``); one output folder holds one atlas configuration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import socket
+import time
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from .. import __version__
+from .._utils import (
+    atomic_path,
+    check_option,
+    package_versions,
+    sha256_file,
+    write_json,
+    write_text,
+)
+from .._utils import progress as _progress
+from ..exceptions import InputDataError, InvalidParameterError, OutputBusyError
+from .atlases import Atlas, load_atlas
+from .runs import Run
+
+__all__ = [
+    "STANDARDIZE",
+    "Summary",
+    "extract_timeseries",
+    "find_timeseries",
+    "load_timeseries",
+    "parcellate",
+    "parse_shard",
+    "timeseries_path",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Allowed ``standardize`` values. ``"psc"``: percent signal change against the run's
+#: OFF (fixation) frames, so that task-ON frames keep their meaning (see EVALUATION.md).
+STANDARDIZE = ("zscore_sample", "psc", None)
+# nilearn's Butterworth filter (order 5, filtfilt) needs more than `padlen` frames.
+_MIN_FRAMES = {"one": 19, "band": 34}
+_SIDECAR_VERSION = 1
+
+
+# --------------------------------------------------------------------------- one run
+
+
+def extract_timeseries(
+    run_or_img: Run | str | os.PathLike | nib.Nifti1Image,
+    atlas: Atlas,
+    *,
+    confounds=None,
+    sample_mask=None,
+    t_r: float | None = None,
+    detrend: bool = True,
+    standardize: str | None = "zscore_sample",
+    high_pass: float | None = None,
+    low_pass: float | None = None,
+    mask_img=None,
+    task_on=None,
+) -> np.ndarray:
+    """Region time series of one 4D BOLD run.
+
+    Parameters
+    ----------
+    run_or_img : Run, path or Nifti1Image
+        The 4D BOLD image (a :class:`Run` gives its ``bold`` and ``t_r``).
+    atlas : Atlas
+        Put on the data grid first (:meth:`Atlas.resample_to`); regions that vanish
+        there are dropped with a warning. The output columns follow
+        ``atlas.resample_to(img, mask_img).labels`` (``atlas.labels`` when none vanish).
+    confounds : DataFrame, array (n_frames, n_confounds) or path, optional
+        Regressed out by nilearn (with the same filters as the signals).
+    sample_mask : array of int or bool, optional
+        Frames to keep (e.g. from :func:`fmri_ica.data.confounds.load_run_confounds`).
+    t_r : float, optional
+        Repetition time (s). Default: ``run.t_r``, else the NIfTI header. Needed for
+        ``high_pass``/``low_pass``.
+    detrend : bool, default=True
+    standardize : {"zscore_sample", "psc", None}, default="zscore_sample"
+        ``"psc"``: ``100 * (x - mean_OFF(x)) / mean_OFF(raw)`` per region, where OFF
+        frames are the kept frames with ``task_on == 0`` and ``raw`` is the region mean
+        before detrending / filtering. Needs ``task_on`` and raw (positive) intensities.
+    high_pass, low_pass : float, optional
+        Butterworth cut-offs (Hz). One needs >= 19 frames, both >= 34.
+    mask_img : Niimg-like, optional
+        Brain mask: atlas voxels outside it are ignored.
+    task_on : array of bool, shape (n_frames,), optional
+        Task-ON frames of the whole run (for ``"psc"``).
+
+    Returns
+    -------
+    ndarray of float32, shape (n_kept_frames, n_regions)
+
+    Raises
+    ------
+    InputDataError
+        Unreadable file, not 4D, NaN/inf voxels, an all-zero or constant run, too few
+        frames for the filter, an atlas outside the field of view.
+    InvalidParameterError
+        Bad ``standardize``, ``t_r``, ``confounds`` length or ``task_on``.
+    """
+    check_option("standardize", standardize, STANDARDIZE)
+    img, source = _load_bold(run_or_img)
+    n_frames = img.shape[3]
+    t_r = _resolve_t_r(t_r, run_or_img, img)
+    _check_filter(len(kept_frames(n_frames, sample_mask)), t_r, high_pass, low_pass, source)
+    _check_content(np.asanyarray(img.dataobj), source)
+    if confounds is not None and len(_as_frame(confounds)) != n_frames:
+        raise InvalidParameterError(
+            f"'confounds' has {len(_as_frame(confounds))} rows but {source} has {n_frames} frames."
+        )
+    atlas = atlas.resample_to(img, mask_img)
+    clean = {"detrend": detrend, "high_pass": high_pass, "low_pass": low_pass, "t_r": t_r}
+    masker = atlas.masker(standardize=None if standardize == "psc" else standardize, **clean)
+    signals = _transform(masker, img, source, confounds=confounds, sample_mask=sample_mask)
+    if standardize == "psc":
+        kept = kept_frames(n_frames, sample_mask)
+        raw = _transform(atlas.masker(), img, source)[kept]
+        signals = _percent_signal_change(signals, raw, _off_frames(task_on, n_frames, kept), source)
+    if signals.shape[1] != atlas.n_regions:  # nilearn dropped a region we did not expect
+        raise InputDataError(
+            f"{source}: got {signals.shape[1]} region signals for {atlas.n_regions} atlas regions."
+        )
+    return signals.astype(np.float32)
+
+
+def kept_frames(n_frames: int, sample_mask=None) -> np.ndarray:
+    """Indices of the frames a ``sample_mask`` (indices or booleans) keeps."""
+    frames = np.arange(n_frames)
+    return frames if sample_mask is None else frames[np.asarray(sample_mask)]
+
+
+def _load_bold(run_or_img) -> tuple[nib.Nifti1Image, str]:
+    """The BOLD image with its data in memory (float32), and a name for messages."""
+    if isinstance(run_or_img, nib.spatialimages.SpatialImage):
+        img, source = run_or_img, "the input image"
+        if img.ndim != 4:
+            raise InputDataError(f"The input image has shape {img.shape}; a 4D BOLD is needed.")
+    else:
+        from .layouts import validate_bold
+
+        path = Path(run_or_img.bold if isinstance(run_or_img, Run) else run_or_img)
+        source = str(path)
+        validate_bold(path)  # missing, unreadable, truncated, not 4D: clear errors
+        img = nib.load(path)
+    try:
+        data = img.get_fdata(dtype=np.float32)
+    except Exception as error:  # nibabel/gzip raise many kinds for damaged files
+        raise InputDataError(f"Cannot read the voxel data of {source}: {error}") from error
+    out = nib.Nifti1Image(data, img.affine, img.header)
+    out.set_data_dtype(np.float32)
+    return out, source
+
+
+def _resolve_t_r(t_r, run_or_img, img) -> float | None:
+    if t_r is None and isinstance(run_or_img, Run):
+        t_r = run_or_img.t_r
+    if t_r is None:
+        from .layouts import header_t_r
+
+        t_r = header_t_r(img.header)
+    if t_r is not None and not (np.isfinite(t_r) and t_r > 0):
+        raise InvalidParameterError(f"Invalid value for 't_r': {t_r!r}. Expected seconds > 0.")
+    return None if t_r is None else float(t_r)
+
+
+def _check_filter(n_frames, t_r, high_pass, low_pass, source) -> None:
+    """n_frames: frames kept after sample_mask (nilearn filters after censoring)."""
+    filters = [f for f in (high_pass, low_pass) if f is not None]
+    if not filters:
+        return
+    if t_r is None:
+        raise InvalidParameterError(
+            f"high_pass/low_pass need the repetition time, and {source} has none in its "
+            "header: pass t_r (seconds)."
+        )
+    need = _MIN_FRAMES["band" if len(filters) == 2 else "one"]
+    if n_frames < need:
+        raise InputDataError(
+            f"{source} has {n_frames} frames (after sample_mask); the Butterworth "
+            f"{'band-pass' if len(filters) == 2 else 'filter'} needs at least {need}. Filter "
+            "whole runs (then cut windows), or drop high_pass/low_pass."
+        )
+
+
+def _check_content(data: np.ndarray, source: str) -> None:
+    from .layouts import check_finite
+
+    check_finite(data, source)
+    if not data.any():
+        raise InputDataError(f"{source} is all zeros: an empty or failed preprocessing output.")
+    if (data.max(axis=3) == data.min(axis=3)).all():
+        raise InputDataError(
+            f"{source} is constant over time in every voxel: no signal to extract. "
+            "Is it a repeated single volume?"
+        )
+
+
+def _as_frame(confounds) -> pd.DataFrame:
+    if isinstance(confounds, (str, os.PathLike)):
+        return pd.read_csv(confounds, sep="\t")
+    return pd.DataFrame(
+        np.asarray(confounds) if not isinstance(confounds, pd.DataFrame) else confounds
+    )
+
+
+def _transform(masker, img, source, **kwargs) -> np.ndarray:
+    try:
+        with warnings.catch_warnings():
+            # Constant regions under z-scoring: nilearn warns and returns zeros.
+            warnings.filterwarnings("ignore", message=".*[Ss]tandardiz.*")
+            return np.asarray(masker.fit_transform(img, **kwargs))
+    except ValueError as error:
+        found = re.search(r"padlen, which is (\d+)", str(error))
+        if found:
+            raise InputDataError(
+                f"{source}: too few frames for the Butterworth filter (it needs more than "
+                f"{found.group(1)}): filter whole runs, or drop high_pass/low_pass."
+            ) from error
+        raise
+
+
+def _off_frames(task_on, n_frames: int, kept: np.ndarray) -> np.ndarray:
+    if task_on is None:
+        raise InvalidParameterError(
+            "standardize='psc' needs the run's task-ON frames (task_on, from its events) to "
+            "know the fixation baseline; give events or choose standardize='zscore_sample'."
+        )
+    task_on = np.asarray(task_on, dtype=bool)
+    if task_on.shape != (n_frames,):
+        raise InvalidParameterError(
+            f"'task_on' has shape {task_on.shape}; expected ({n_frames},), one per frame."
+        )
+    off = ~task_on[kept]
+    if not off.any():
+        raise InputDataError(
+            "standardize='psc': the run has no OFF (fixation) frame among the kept frames, "
+            "so there is no baseline. Use standardize='zscore_sample'."
+        )
+    return off
+
+
+def _percent_signal_change(signals, raw, off, source) -> np.ndarray:
+    """100 * (x - mean_OFF(x)) / mean_OFF(raw), per region. x, raw: (frames, regions)."""
+    baseline = raw[off].mean(axis=0)
+    if (baseline <= 1e-6 * np.abs(raw).max()).any():
+        bad = int((baseline <= 1e-6 * np.abs(raw).max()).sum())
+        raise InputDataError(
+            f"{source}: {bad} region(s) have a mean OFF intensity <= 0, so percent signal "
+            "change is undefined. 'psc' needs raw BOLD intensities (not demeaned or "
+            "z-scored data); use standardize='zscore_sample'."
+        )
+    return 100.0 * (signals - signals[off].mean(axis=0)) / baseline
+
+
+# --------------------------------------------------------------------------- batch
+
+
+@dataclass
+class Summary:
+    """What :func:`parcellate` did: one row per run (key, status, reason, output, seconds).
+
+    ``status`` is ``done``, ``skipped`` (``reason``: finished before, or locked by another
+    process) or ``failed`` (``reason``: the error).
+    """
+
+    rows: list[dict] = field(default_factory=list)
+    out_dir: Path | None = None
+
+    def _keys(self, status: str) -> list[str]:
+        return [r["run"] for r in self.rows if r["status"] == status]
+
+    @property
+    def done(self) -> list[str]:
+        return self._keys("done")
+
+    @property
+    def skipped(self) -> list[str]:
+        return self._keys("skipped")
+
+    @property
+    def failed(self) -> list[str]:
+        return self._keys("failed")
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def table(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows, columns=["run", "status", "reason", "seconds", "output"])
+
+    def __str__(self) -> str:
+        counts = f"{len(self.done)} done, {len(self.skipped)} skipped, {len(self.failed)} failed"
+        if not self.rows:
+            return f"parcellate: no runs ({counts})"
+        shown = self.table()[["run", "status", "seconds", "reason"]].copy()
+        shown["reason"] = shown["reason"].str.slice(0, 100)
+        return f"{shown.to_string(index=False)}\n{counts}"
+
+
+def parcellate(
+    runs: Iterable[Run],
+    atlas: str | Atlas = "seitzman300",
+    out_dir: str | os.PathLike = "timeseries",
+    *,
+    shard: str | tuple[int, int] | None = None,
+    n_jobs: int = 1,
+    overwrite: bool = False,
+    progress: bool = True,
+    hrf_delay: float = 0.0,
+    confounds_strategy: str | Sequence[str] | None = None,
+    atlas_options: dict | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    stale_lock_s: float = 24 * 3600.0,
+    **extract_options,
+) -> Summary:
+    """Parcellate many runs into ``out_dir`` (see the module notes for the layout).
+
+    Parameters
+    ----------
+    runs : iterable of Run
+        Sorted by key before sharding.
+    atlas : str or Atlas, default="seitzman300"
+        A name or path for :func:`~fmri_ica.data.atlases.load_atlas` (built on each run's
+        grid, cached), or an :class:`Atlas` (resampled to each run's grid).
+    out_dir : path
+    shard : "I/N", (I, N), "auto" or None
+        Process runs ``I::N`` of the sorted list, ``I`` 0-based (0 <= I < N). ``"auto"``
+        reads SLURM's array variables (see :func:`parse_shard`).
+    n_jobs : int, default=1
+        Processes (joblib); the outputs equal those of ``n_jobs=1``.
+    overwrite : bool, default=False
+        Redo finished runs.
+    progress : bool, default=True
+        A progress bar on stderr.
+    hrf_delay : float, default=0.0
+        Seconds added to event onsets for the sidecar's per-frame conditions / task_on.
+    confounds_strategy : str, tuple or None, default=None
+        None: no confound regression. Otherwise passed to
+        :func:`fmri_ica.data.confounds.load_run_confounds` (e.g. ``"simple"``), whose
+        ``sample_mask`` then selects the kept frames.
+    atlas_options : dict, optional
+        Options for :func:`load_atlas` when ``atlas`` is a name.
+    cache_dir : path, optional
+        Atlas cache folder.
+    stale_lock_s : float, default=86400
+        A lock older than this is taken over (same host: a lock whose process is gone is
+        taken over at once).
+    **extract_options
+        ``detrend``, ``standardize``, ``high_pass``, ``low_pass``, ``t_r`` for
+        :func:`extract_timeseries`.
+
+    Returns
+    -------
+    Summary
+        Also written to ``out_dir/parcellate[_shard-I-of-N]_summary.json``; failed runs
+        are listed in ``out_dir/parcellate[_shard-I-of-N]_failures.tsv``.
+
+    Raises
+    ------
+    InvalidParameterError
+        Bad shard / option, or an output folder that cannot be written.
+    """
+    out_dir = _writable_dir(out_dir)
+    unknown = set(extract_options) - {"detrend", "standardize", "high_pass", "low_pass", "t_r"}
+    if unknown:
+        raise InvalidParameterError(f"parcellate got unknown option(s): {sorted(unknown)}.")
+    check_option("standardize", extract_options.get("standardize", "zscore_sample"), STANDARDIZE)
+    index, count = parse_shard(shard)
+    selected = sorted(runs, key=lambda r: r.key)[index::count]
+    spec = _AtlasSpec(atlas, dict(atlas_options or {}), cache_dir)
+    settings = {
+        "extract": {"detrend": True, "standardize": "zscore_sample", **extract_options},
+        "hrf_delay": float(hrf_delay),
+        "confounds_strategy": _jsonable(confounds_strategy),
+    }
+    task = {
+        "spec": spec,
+        "out_dir": out_dir,
+        "settings": settings,
+        "overwrite": overwrite,
+        "stale_lock_s": stale_lock_s,
+    }
+    logger.info(
+        "parcellate: %d run(s) (shard %d/%d), atlas %s", len(selected), index, count, spec.id
+    )
+    if n_jobs == 1 or len(selected) < 2:
+        results = (_process_run(run, **task) for run in selected)
+    else:
+        from joblib import Parallel, delayed
+
+        pool = Parallel(n_jobs=n_jobs, return_as="generator")
+        results = pool(delayed(_process_run)(run, **task) for run in selected)
+    bar = _progress(results, desc="parcellate", total=len(selected), enabled=progress, unit="run")
+    rows = list(bar)
+    summary = Summary(rows=rows, out_dir=out_dir)
+    _write_summary(summary, out_dir, (index, count) if shard is not None else None, spec, settings)
+    (logger.warning if summary.failed else logger.info)("parcellate summary:\n%s", summary)
+    return summary
+
+
+def parse_shard(shard: str | tuple[int, int] | None) -> tuple[int, int]:
+    """``(index, count)`` from ``"I/N"`` (0-based I), ``(I, N)``, ``"auto"`` or None.
+
+    ``"auto"`` reads SLURM: ``index = (SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN) //
+    SLURM_ARRAY_TASK_STEP`` and ``count = SLURM_ARRAY_TASK_COUNT``, so ``--array=0-9``,
+    ``--array=1-10`` and ``--array=1-19:2`` all give shards 0..9 of 10. Outside a SLURM
+    array, ``"auto"`` means no sharding.
+    """
+    if shard is None:
+        return 0, 1
+    if shard == "auto":
+        env = os.environ
+        if "SLURM_ARRAY_TASK_ID" not in env:
+            logger.info("--shard auto outside a SLURM array job: processing every run")
+            return 0, 1
+        try:
+            task_id = int(env["SLURM_ARRAY_TASK_ID"])
+            first = int(env.get("SLURM_ARRAY_TASK_MIN", 0))
+            step = int(env.get("SLURM_ARRAY_TASK_STEP", 1) or 1)
+            count = int(env["SLURM_ARRAY_TASK_COUNT"])
+        except (KeyError, ValueError) as error:
+            raise InvalidParameterError(
+                f"--shard auto needs SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT: {error}"
+            ) from error
+        index = (task_id - first) // step
+    elif isinstance(shard, str):
+        found = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", shard)
+        if not found:
+            raise InvalidParameterError(
+                f"Invalid value for 'shard': {shard!r}. Expected 'I/N' (0-based, e.g. '0/4') or 'auto'."
+            )
+        index, count = int(found.group(1)), int(found.group(2))
+    else:
+        index, count = (int(v) for v in shard)
+    if not 0 <= index < count:
+        raise InvalidParameterError(
+            f"Invalid value for 'shard': index {index} of {count}. Shards are 0-based: "
+            f"0 <= I < N (for N={count}: 0..{count - 1})."
+        )
+    return index, count
+
+
+def timeseries_path(out_dir: str | os.PathLike, run: Run, atlas_name: str) -> Path:
+    """``out_dir/sub-<s>/[ses-<x>/]func/<run.key>_atlas-<name>_timeseries.tsv``."""
+    folder = Path(out_dir) / f"sub-{run.subject}"
+    if run.session:
+        folder = folder / f"ses-{run.session}"
+    return folder / "func" / f"{run.key}_atlas-{_entity(atlas_name)}_timeseries.tsv"
+
+
+def load_timeseries(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
+    """Read a region time-series TSV (or its JSON sidecar path) back.
+
+    Returns
+    -------
+    data : ndarray of float32, shape (frames_kept, n_regions)
+    sidecar : dict
+    """
+    tsv = Path(path).with_suffix(".tsv")
+    json_path = tsv.with_suffix(".json")
+    try:
+        sidecar = json.loads(json_path.read_text())
+        table = pd.read_csv(tsv, sep="\t", dtype=np.float64)
+    except (OSError, ValueError) as error:
+        raise InputDataError(f"Cannot read time series {tsv} (+ .json): {error}") from error
+    names = [label["name"] for label in sidecar.get("labels", [])]
+    if names and list(table.columns) != names:
+        raise InputDataError(f"{tsv}: its columns do not match the regions in {json_path.name}.")
+    return table.to_numpy(np.float32), sidecar
+
+
+def find_timeseries(out_dir: str | os.PathLike, atlas: str | None = None) -> list[Path]:
+    """Finished time-series TSVs under ``out_dir`` (those with a sidecar), sorted."""
+    pattern = f"*_atlas-{_entity(atlas) if atlas else '*'}_timeseries.tsv"
+    found = Path(out_dir).glob(f"sub-*/**/func/{pattern}")
+    return sorted(p for p in found if p.with_suffix(".json").is_file())
+
+
+# --------------------------------------------------------------------------- batch internals
+
+
+@dataclass
+class _AtlasSpec:
+    """How each worker gets the atlas on its run's grid (picklable)."""
+
+    atlas: str | Atlas
+    options: dict
+    cache_dir: Any
+
+    @property
+    def id(self) -> str:
+        return (
+            self.atlas.name
+            if isinstance(self.atlas, Atlas)
+            else Path(str(self.atlas)).name.split(".")[0]
+        )
+
+    def identity(self) -> dict:
+        if isinstance(self.atlas, Atlas):
+            return {"atlas": self.atlas.name, "checksum": self.atlas.checksum}
+        return {"atlas": str(self.atlas), "options": self.options}
+
+    def on_grid(self, bold: Path) -> Atlas:
+        if isinstance(self.atlas, Atlas):
+            return self.atlas.resample_to(nib.load(bold))
+        return load_atlas(self.atlas, target_img=bold, cache_dir=self.cache_dir, **self.options)
+
+
+def _process_run(run: Run, *, spec, out_dir, settings, overwrite, stale_lock_s) -> dict:
+    """Parcellate one run; never raises (a failure is a row of the summary)."""
+    start = time.perf_counter()
+    tsv = timeseries_path(out_dir, run, spec.id)
+    row = {"run": run.key, "status": "done", "reason": "", "output": str(tsv)}
+    try:
+        param_hash = _parameters_sha256(run, spec, settings)
+        if not overwrite and _finished(tsv, param_hash):
+            row.update(status="skipped", reason="finished before (same parameters)")
+        else:
+            with _RunLock(tsv.with_suffix(".lock"), stale_lock_s):
+                if not overwrite and _finished(tsv, param_hash):  # done while we waited
+                    row.update(status="skipped", reason="finished by another process")
+                else:
+                    _parcellate_one(run, spec, settings, tsv, param_hash)
+    except OutputBusyError as error:
+        row.update(status="skipped", reason=str(error))
+    except Exception as error:  # record and go on with the other runs
+        logger.debug("parcellate %s failed", run.key, exc_info=True)
+        row.update(status="failed", reason=f"{type(error).__name__}: {error}")
+    row["seconds"] = round(time.perf_counter() - start, 2)
+    return row
+
+
+def _parcellate_one(run: Run, spec: _AtlasSpec, settings: dict, tsv: Path, param_hash: str):
+    from .layouts import validate_bold
+
+    info = validate_bold(run.bold)
+    extract = dict(settings["extract"])
+    t_r = extract.pop("t_r", None) or run.t_r or info.t_r
+    n_frames = info.n_frames
+    conditions, task_on = _frame_labels(run, n_frames, t_r, settings["hrf_delay"])
+    confounds, sample_mask = None, None
+    if settings["confounds_strategy"] is not None:
+        from .confounds import load_run_confounds
+
+        confounds, sample_mask = load_run_confounds(run, settings["confounds_strategy"])
+    atlas = spec.on_grid(Path(run.bold))
+    data = extract_timeseries(
+        run,
+        atlas,
+        confounds=confounds,
+        sample_mask=sample_mask,
+        t_r=t_r,
+        task_on=task_on,
+        **extract,
+    )
+    kept = kept_frames(n_frames, sample_mask)
+    with atomic_path(tsv) as tmp:
+        frame = pd.DataFrame(data, columns=atlas.region_names)
+        frame.to_csv(tmp, sep="\t", index=False, float_format="%.9g", lineterminator="\n")
+    sidecar = {
+        "Description": "Region time series (frames x regions) extracted by fmri_ica",
+        "subject": run.subject,
+        "session": run.session,
+        "task": run.task,
+        "run": run.run,
+        "layout": run.layout,
+        "source_bold": str(run.bold),
+        "source_bold_sha256": sha256_file(run.bold),
+        "t_r": t_r,
+        "n_frames_total": n_frames,
+        "frames_kept": kept.tolist(),
+        "conditions": None if conditions is None else conditions[kept].tolist(),
+        "task_on": None if task_on is None else task_on[kept].astype(int).tolist(),
+        "atlas": {
+            "name": atlas.name,
+            "kind": atlas.kind,
+            "options": atlas.options,
+            "checksum": atlas.checksum,
+            "space": atlas.space,
+            "source": atlas.source,
+            "citation": atlas.citation,
+            "licence": atlas.licence,
+            "dropped": atlas.dropped,
+        },
+        "labels": atlas.labels[["index", "name", "network"]].to_dict("records"),
+        "parameters": {**settings, "extract": {**settings["extract"], "t_r": t_r}},
+        "parameters_sha256": param_hash,
+        "fmri_ica_version": __version__,
+        "versions": package_versions(),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "sidecar_version": _SIDECAR_VERSION,
+    }
+    write_json(tsv.with_suffix(".json"), sidecar)  # last: marks the run finished
+
+
+def _frame_labels(run: Run, n_frames: int, t_r, hrf_delay: float):
+    """Per-frame condition names ("" = rest) and task_on, or (None, None) without events."""
+    if run.events is None:
+        return None, None
+    from .events import default_conditions, frame_conditions, read_events
+
+    if t_r is None:
+        raise InputDataError(f"{run.bold} has no repetition time; pass t_r to label frames.")
+    events = read_events(run)
+    labels, on = frame_conditions(
+        events,
+        n_frames,
+        t_r,
+        hrf_delay=hrf_delay,
+        rest_label="",
+        conditions=default_conditions(run, events),
+    )
+    return np.asarray(labels, dtype=object), np.asarray(on, dtype=bool)
+
+
+def _parameters_sha256(run: Run, spec: _AtlasSpec, settings: dict) -> str:
+    """Hash of everything that determines the output, except the (slow) BOLD checksum."""
+    bold = Path(run.bold)
+    payload = {
+        "settings": settings,
+        "atlas": spec.identity(),
+        "bold": str(bold.resolve()),
+        "bold_size": bold.stat().st_size,
+        "events": str(run.events),
+        "confounds": str(run.confounds),
+        "run_t_r": run.t_r,
+        "sidecar_version": _SIDECAR_VERSION,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _finished(tsv: Path, param_hash: str) -> bool:
+    json_path = tsv.with_suffix(".json")
+    if not (tsv.is_file() and json_path.is_file()):
+        return False
+    try:
+        return json.loads(json_path.read_text()).get("parameters_sha256") == param_hash
+    except (OSError, ValueError):
+        return False
+
+
+class _RunLock:
+    """Exclusive per-run lock file (O_CREAT | O_EXCL) holding pid, host and time.
+
+    Another live holder -> :class:`OutputBusyError` (the caller skips the run). A lock
+    left by a dead process on this host, or older than ``stale_s``, is taken over.
+    """
+
+    def __init__(self, path: Path, stale_s: float):
+        self.path, self.stale_s = Path(path), stale_s
+        self.token = {"pid": os.getpid(), "host": socket.gethostname(), "time": time.time()}
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self._holder()
+                if holder is not None and not self._stale(holder):
+                    raise OutputBusyError(
+                        f"locked by pid {holder.get('pid')} on {holder.get('host')} since "
+                        f"{datetime.fromtimestamp(holder.get('time', 0), UTC):%Y-%m-%d %H:%M:%S} "
+                        f"UTC ({self.path.name})"
+                    ) from None
+                self._take_over(holder)
+                continue
+            with os.fdopen(fd, "w") as handle:
+                json.dump(self.token, handle)
+            return self
+        raise OutputBusyError(f"could not take the lock {self.path}")
+
+    def __exit__(self, *exc):
+        if self._holder() == self.token:
+            self.path.unlink(missing_ok=True)
+
+    def _holder(self) -> dict | None:
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return None  # vanished, or being written this instant
+
+    def _stale(self, holder: dict) -> bool:
+        if time.time() - float(holder.get("time", 0)) > self.stale_s:
+            return True
+        if holder.get("host") != socket.gethostname():
+            return False
+        try:
+            os.kill(int(holder["pid"]), 0)
+        except ProcessLookupError:
+            return True
+        except (PermissionError, KeyError, ValueError):
+            return False
+        return False
+
+    def _take_over(self, holder: dict | None) -> None:
+        if holder is None:  # unreadable: may be mid-write; treat as live unless old
+            age = time.time() - self.path.stat().st_mtime if self.path.exists() else 0
+            if age < 5:
+                raise OutputBusyError(f"lock {self.path} is being created by another process")
+        logger.warning("Taking over stale lock %s (%s)", self.path, holder)
+        # Rename rather than unlink, then check it is the lock we judged stale: a
+        # process that took over just before us must keep its fresh lock.
+        aside = self.path.with_name(f"{self.path.name}.stale.{os.getpid()}")
+        try:
+            os.replace(self.path, aside)
+        except FileNotFoundError:
+            return
+        try:
+            if holder is not None and json.loads(aside.read_text()) != holder:
+                os.link(aside, self.path)  # put the live lock back
+                raise OutputBusyError(f"lock {self.path} was just taken by another process")
+        except (OSError, ValueError):
+            pass
+        finally:
+            aside.unlink(missing_ok=True)
+
+
+def _writable_dir(out_dir) -> Path:
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out_dir / ".write_test") as tmp:
+            tmp.write_text("ok")
+        (out_dir / ".write_test").unlink()
+        next(out_dir.iterdir(), None)
+    except OSError as error:
+        raise InvalidParameterError(
+            f"Output folder {out_dir} cannot be written or read ({error.strerror or error}). "
+            "Choose another --out, or fix its permissions."
+        ) from error
+    return out_dir
+
+
+def _write_summary(summary: Summary, out_dir: Path, shard, spec, settings) -> None:
+    tag = "" if shard is None else f"_shard-{shard[0]}-of-{shard[1]}"
+    table = summary.table()
+    write_json(
+        out_dir / f"parcellate{tag}_summary.json",
+        {
+            "atlas": spec.identity() | {"id": spec.id},
+            "parameters": settings,
+            "shard": shard,
+            "counts": {s: len(summary._keys(s)) for s in ("done", "skipped", "failed")},
+            "runs": summary.rows,
+            "fmri_ica_version": __version__,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        },
+    )
+    failed = table[table["status"] == "failed"][["run", "reason", "output"]]
+    write_text(out_dir / f"parcellate{tag}_failures.tsv", failed.to_csv(sep="\t", index=False))
+
+
+def _entity(name: str) -> str:
+    """A BIDS entity value: letters and digits only."""
+    return re.sub(r"[^A-Za-z0-9]", "", Path(str(name)).name.split(".")[0]) or "atlas"
+
+
+def _jsonable(value):
+    if value is None or isinstance(value, str):
+        return value
+    return list(value)
