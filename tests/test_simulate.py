@@ -12,6 +12,7 @@ from fmri_ica.data.simulate import (
     HCP_EVS,
     HCP_FRAMES,
     HCP_TASKS,
+    block_evs,
     hcp_grid,
     on_frames,
     simulate_events,
@@ -41,12 +42,12 @@ def _read_events(folder, task):
     return events
 
 
-def _regressor(events, n_frames, t_r=0.72):
-    """The union of the EVs through nilearn's SPM HRF: the reference task time course."""
+def _regressor(events, task, n_frames, t_r=0.72):
+    """The task's block EVs through nilearn's SPM HRF: the reference task time course."""
     from nilearn.glm.first_level import compute_regressor
 
-    rows = np.concatenate([r for r in events.values() if r.size])
-    regressor, _ = compute_regressor(rows.T, "spm", np.arange(n_frames) * t_r)
+    rows = np.concatenate([events[name] for name in block_evs(task) if events[name].size])
+    regressor, _ = compute_regressor(rows.T, "spm", (np.arange(n_frames) + 0.5) * t_r)
     return regressor[:, 0]
 
 
@@ -59,7 +60,7 @@ def _region_correlations(root, run, truth):
     labels = labels[labels > 0]
     signals = NiftiLabelsMasker(atlas, standardize=None).fit_transform(root / run["bold"])
     folder = (root / run["bold"]).parent
-    reference = _regressor(_read_events(folder, run["task"]), run["n_frames"])
+    reference = _regressor(_read_events(folder, run["task"]), run["task"], run["n_frames"])
     centred = signals - signals.mean(axis=0)
     ref = reference - reference.mean()
     r = centred.T @ ref / np.sqrt((centred**2).sum(axis=0) * (ref**2).sum())
@@ -88,7 +89,8 @@ def test_events_mimic_hcp_designs(task):
     assert rows.shape[1] == 3
     assert (rows[:, 0] >= 0).all() and (rows[:, 1] > 0).all()
     assert (rows[:, 0] + rows[:, 1] <= duration + 1e-6).all()
-    on = on_frames(events, HCP_FRAMES[task], 0.72)
+    blocks = {name: events[name] for name in block_evs(task)}
+    on = on_frames(blocks, HCP_FRAMES[task], 0.72)
     assert not on[0]  # every run starts with fixation
     assert 0.4 < on.mean() < 0.95
     other = simulate_events(task, duration, np.random.default_rng(2))
@@ -147,7 +149,8 @@ def test_ground_truth_matches_files(dataset):
     for run in truth["runs"]:
         folder = (root / run["bold"]).parent
         events = _read_events(folder, run["task"])
-        assert run["on_frames"] == np.flatnonzero(on_frames(events, 40, 0.72)).tolist()
+        blocks = {name: events[name] for name in block_evs(run["task"])}
+        assert run["on_frames"] == np.flatnonzero(on_frames(blocks, 40, 0.72)).tolist()
         assert run["empty_evs"] == [n for n, rows in events.items() if rows.size == 0]
         # the HRF-delayed ON frames lag the boxcar
         assert np.mean(run["on_frames_hrf"]) > np.mean(run["on_frames"])
@@ -159,6 +162,24 @@ def test_ground_truth_matches_files(dataset):
     for j, task in enumerate(("MOTOR", "WM")):
         expected = np.isin(atlas, sorted(set(truth["tasks"][task]["planted_regions"]) | shared))
         np.testing.assert_array_equal(np.asarray(amplitude.dataobj)[..., j] > 0, expected)
+
+
+def test_project_readers_see_the_ground_truth(dataset):
+    from fmri_ica.data.confounds import read_hcp_movement
+    from fmri_ica.data.events import default_conditions, frame_conditions, read_events
+    from fmri_ica.data.layouts import discover_runs
+
+    runs = discover_runs(dataset.path, "hcp")
+    truth = {(r["subject"], r["task"], r["direction"]): r for r in dataset.ground_truth["runs"]}
+    assert sorted((r.subject, r.task, r.run) for r in runs) == sorted(truth)
+    for run in runs:
+        assert run.t_r == pytest.approx(0.72) and run.mask is not None
+        assert read_hcp_movement(run.confounds).shape == (40, 12)
+        events = read_events(run)
+        _, task_on = frame_conditions(events, 40, run.t_r,
+                                      conditions=default_conditions(run, events))
+        assert np.flatnonzero(task_on).tolist() == truth[run.subject, run.task, run.run][
+            "on_frames"]
 
 
 def test_planted_regions_carry_the_task_signal(dataset):
@@ -213,7 +234,7 @@ def test_zero_signal_is_a_noise_only_control(dataset, tmp_path):
         # ...and only by the task response, so the control has none left
         difference = (with_signal - without)[responding].mean(axis=0)
         events = _read_events((dataset.path / run["bold"]).parent, "MOTOR")
-        assert np.corrcoef(difference, _regressor(events, 40))[0, 1] > 0.9
+        assert np.corrcoef(difference, _regressor(events, "MOTOR", 40))[0, 1] > 0.9
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,8 @@ The model, in percent of a brain-shaped baseline intensity ``B`` (about 1000):
 
     y(t, v) = B_v * (1 + [a_v x(t) + n_r(t) + d_r(t) + g(t) + e_v(t)] / 100) + m(t) . c_v
 
-with ``x`` the run's block design through a subject-specific SPM HRF, ``a_v`` the
+with ``x`` the run's block EVs (:func:`block_evs`) through a subject-specific SPM HRF
+(frames sampled mid-TR, as :mod:`fmri_ica.data.events` labels them), ``a_v`` the
 planted amplitude of voxel ``v`` (its region's amplitude times a smooth per-subject
 spatial weight; zero outside planted regions), ``n_r`` AR(1) noise of the voxel's
 region ``r``, ``d_r`` slow drift, ``g`` a global AR(1) signal, ``e_v`` white voxel
@@ -46,6 +47,7 @@ __all__ = [
     "HCP_TASKS",
     "SHORT_FRAMES",
     "SimulationResult",
+    "block_evs",
     "hcp_grid",
     "on_frames",
     "simulate_events",
@@ -210,6 +212,13 @@ def _add_trials(task, block, onset, length, trial_s, rng, events) -> None:
         events[name].append((onset + i * trial_s, 2.0 if task == "WM" else trial_s, 1.0))
 
 
+def block_evs(task: str) -> tuple[str, ...]:
+    """The EVs that carry the task response: blocks (and MOTOR's cues), not the trial
+    or response events nested in or between them (as ``events.HCP_BLOCK_EVS``)."""
+    design = _DESIGNS[check_option("task", task, HCP_TASKS)]
+    return tuple(name for name in HCP_EVS[task] if name in design.blocks or name == design.cue)
+
+
 def _union(events: dict[str, np.ndarray]) -> np.ndarray:
     """Merged intervals during which any EV is on; shape (n, 2): start, end (s)."""
     rows = np.concatenate([r for r in events.values() if r.size] or [np.zeros((0, 3))])
@@ -223,21 +232,28 @@ def _union(events: dict[str, np.ndarray]) -> np.ndarray:
     return np.asarray(merged, dtype=float).reshape(-1, 2)
 
 
+def _frame_times(n_frames: int, t_r: float) -> np.ndarray:
+    """Acquisition time of each frame: the middle of its TR (the events module's default)."""
+    return (np.arange(n_frames) + 0.5) * t_r
+
+
 def on_frames(events: dict[str, np.ndarray], n_frames: int, t_r: float) -> np.ndarray:
-    """Frames acquired while any EV is on (fixation is off).
+    """Frames acquired while any of ``events`` is on.
 
     Parameters
     ----------
     events : dict of str to ndarray, shape (n_events, 3)
+        FSL rows per EV; pass the block EVs (:func:`block_evs`) for task-ON frames.
     n_frames : int
     t_r : float
 
     Returns
     -------
     ndarray of bool, shape (n_frames,)
-        True where the frame time ``i * t_r`` lies in ``[onset, onset + duration)``.
+        True where the frame time ``(i + 0.5) * t_r`` lies in ``[onset, onset +
+        duration)``, as :func:`fmri_ica.data.events.frame_conditions` labels frames.
     """
-    times = np.arange(n_frames) * t_r
+    times = _frame_times(n_frames, t_r)
     on = np.zeros(n_frames, dtype=bool)
     for start, end in _union(events):
         on |= (times >= start) & (times < end)
@@ -245,7 +261,7 @@ def on_frames(events: dict[str, np.ndarray], n_frames: int, t_r: float) -> np.nd
 
 
 def _regressor(events, n_frames: int, t_r: float, hrf_onset: float) -> np.ndarray:
-    """The union of all EVs convolved with an SPM HRF delayed by ``hrf_onset`` s.
+    """The union of ``events`` convolved with an SPM HRF delayed by ``hrf_onset`` s.
 
     Returns
     -------
@@ -262,7 +278,7 @@ def _regressor(events, n_frames: int, t_r: float, hrf_onset: float) -> np.ndarra
     def delayed_spm(t_r, oversampling=50, time_length=32.0, onset=0.0):
         return spm_hrf(t_r, oversampling, time_length, onset + hrf_onset)
 
-    regressor, _ = compute_regressor(condition, [delayed_spm], np.arange(n_frames) * t_r, oversampling=20)
+    regressor, _ = compute_regressor(condition, [delayed_spm], _frame_times(n_frames, t_r), oversampling=20)
     return regressor[:, 0]
 
 
@@ -732,7 +748,8 @@ def _run(out, brain, params, plan, info, subject, s, task, direction, overwrite)
     k, d = HCP_TASKS.index(task), HCP_DIRECTIONS.index(direction)
     n_frames, t_r = _n_frames(params, task), params["t_r"]
     events = simulate_events(task, n_frames * t_r, _rng(params, 2, s, k, d))
-    regressor = _regressor(events, n_frames, t_r, info["hrf_onset_s"])
+    blocks = {name: events[name] for name in block_evs(task)}
+    regressor = _regressor(blocks, n_frames, t_r, info["hrf_onset_s"])
     folder = _run_dir(out, subject, task, direction)
     bold = folder / f"{folder.name}.nii.gz"
     done = bold.exists() and not overwrite
@@ -745,7 +762,7 @@ def _run(out, brain, params, plan, info, subject, s, task, direction, overwrite)
         "direction": direction,
         "bold": str(bold.relative_to(out)),
         "n_frames": n_frames,
-        "on_frames": np.flatnonzero(on_frames(events, n_frames, t_r)).tolist(),
+        "on_frames": np.flatnonzero(on_frames(blocks, n_frames, t_r)).tolist(),
         "on_frames_hrf": np.flatnonzero(regressor >= 0.5 * max(regressor.max(), 1e-12)).tolist(),
         "amplitude": info["tasks"][task]["scale"] * params["signal"] * params["noise"],
         "planted_amplitudes": {str(r): amplitudes[r] for r in plan["task"][task].tolist()},
@@ -781,6 +798,7 @@ def _write_run(folder, brain, params, info, task, events, regressor, rng) -> Non
     for name, rows in events.items():
         text = "".join(f"{o:.3f}\t{du:.3f}\t{a:.1f}\n" for o, du, a in rows)
         write_text(folder / "EVs" / f"{name}.txt", text)
+    write_text(folder / "EVs" / "Sync.txt", "0.0\n")  # HCP's scanner sync time, not an EV
     write_text(folder / "Movement_Regressors.txt",
                "".join("  ".join(f"{v: .6f}" for v in row) + "\n" for row in moves))
     mask_img = nib.Nifti1Image(brain.mask.astype(np.uint8), brain.affine)
@@ -845,6 +863,7 @@ def _truth_header(params: dict, brain: _Brain, plan: dict) -> dict:
         "tasks": {
             task: {
                 "evs": list(HCP_EVS[task]),
+                "block_evs": list(block_evs(task)),
                 "n_frames": _n_frames(params, task),
                 "planted_regions": plan["task"][task].tolist(),
                 "planted_names": names(plan["task"][task].tolist()),
