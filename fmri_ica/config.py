@@ -34,7 +34,7 @@ DEFAULTS: dict[str, Any] = {
         "detrend": True,
         "high_pass": 0.008,
         "low_pass": None,
-        "confounds_strategy": "motion",
+        "confounds_strategy": "simple",
         "hrf_delay": 0.0,
         "jobs": 1,
     },

@@ -120,16 +120,19 @@ def parcellate_stage(config: dict, ws: Workspace, key: str) -> None:
         data["root"], data["layout"], subjects=data["subjects"], tasks=data["tasks"],
         runs=data["runs"], t_r=data["t_r"],
     )
-    atlas = _load_atlas(config, runs[0].bold)
     summary = parcellate(
-        runs, atlas, ws.timeseries, n_jobs=options["jobs"], hrf_delay=options["hrf_delay"],
+        runs, config["atlas"]["name"], ws.timeseries, atlas_options=config["atlas"]["options"],
+        n_jobs=options["jobs"], hrf_delay=options["hrf_delay"],
         confounds_strategy=options["confounds_strategy"], detrend=options["detrend"],
         standardize=options["standardize"], high_pass=options["high_pass"],
         low_pass=options["low_pass"],
     )
-    if not summary.n_ok:
-        raise InputDataError(f"Every run failed to parcellate; see {ws.timeseries}.")
-    _mark_done(ws, "parcellate", key, atlas=atlas.name, **summary.counts())
+    if not (summary.done or summary.skipped):
+        raise InputDataError(f"Every run failed to parcellate; see the failures table in {ws.timeseries}.")
+    if summary.failed:
+        logger.warning("%d run(s) failed and are left out; see %s.", len(summary.failed), ws.timeseries)
+    _mark_done(ws, "parcellate", key, done=len(summary.done), skipped=len(summary.skipped),
+               failed=summary.failed)
 
 
 def _load_atlas(config: dict, reference_img):
@@ -371,7 +374,7 @@ def _planted_masks(ground_truth: dict | None, classes: list[str], regions: list[
     index = {name: i for i, name in enumerate(regions)}
     masks = np.zeros((len(classes), len(regions)), dtype=bool)
     for c, task in enumerate(classes):
-        for name in tasks[task].get("region_names", []):
+        for name in tasks[task].get("planted_names", []):
             if name in index:
                 masks[c, index[name]] = True
     return masks if masks.any() else None
@@ -436,7 +439,7 @@ def project_stage(config: dict, ws: Workspace, key: str) -> None:
         paths = save_saliency_maps(
             ws.maps_dir(name), dict(zip(meta["classes"], values, strict=True)), atlas,
             t_r=meta["t_r"] / stride, stride=stride, model=name, method=_method(config, name),
-            frames=[start, start + window * stride], space=sidecar.get("space") or atlas.space,
+            frames=[start, start + window * stride], space=atlas.space,
             prefix="group", extra={"atlas": atlas.name},
         )
         _mark_done(ws, "project", config_hash(key, name), name, files=[str(p) for p in paths])
@@ -458,7 +461,7 @@ def _atlas_for_outputs(config: dict, ws: Workspace):
     from .data.parcellation import find_timeseries, load_timeseries
 
     _, sidecar = load_timeseries(find_timeseries(ws.timeseries)[0])
-    return _load_atlas(config, sidecar["source"]), sidecar
+    return _load_atlas(config, sidecar["source_bold"]), sidecar
 
 
 def _to_atlas_regions(maps: np.ndarray, regions: list[str], atlas) -> np.ndarray:
