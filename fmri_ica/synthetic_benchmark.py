@@ -440,7 +440,9 @@ def plot_benchmark(root, datasets, models) -> list[Path]:
         ax = axes.flat[k]
         for m in models:
             if (d, m) in loaded:
-                ax.plot(loaded[d, m]["mean_curve"], label=MODELS[m][2], lw=1)
+                # log scale: a flat curve (0.01 per step) and a vanishing one both show
+                ax.semilogy(np.maximum(loaded[d, m]["mean_curve"], 1e-6), label=MODELS[m][2], lw=1)
+        ax.axhline(1 / len(loaded[next(iter(loaded))]["mean_curve"]), color="0.6", lw=0.5, ls=":")
         ax.set_title(DISPLAY_NAMES[d], fontsize=8)
         ax.set_xlabel("time step", fontsize=7)
         ax.set_ylabel("share of saliency", fontsize=7)
