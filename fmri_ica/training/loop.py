@@ -301,10 +301,13 @@ def fit(
         while prog.epoch < epochs and not prog.stopped_early:
             loop.run_epoch(prog, train_ds, val_ds, flag)
             record = prog.history[-1]
-            bar.update(1)
             bar.set_postfix(
-                loss=record["train_loss"], val_loss=record["val_loss"], val_acc=record["val_acc"]
+                loss=record["train_loss"],
+                val_loss=record["val_loss"],
+                val_acc=record["val_acc"],
+                refresh=False,
             )
+            bar.update(1)
             if prog.epoch % log_every == 0 or prog.stopped_early or prog.epoch == epochs:
                 _log_epoch(record, epochs, prog)
             finished = prog.epoch >= epochs or prog.stopped_early
