@@ -1,0 +1,827 @@
+"""One self-contained HTML report of a run: accuracy, when and where each model looks.
+
+The report is a single file: figures are embedded as base64 PNG/GIF, interactive brain
+viewers as ``<iframe srcdoc>``, styles inline; nothing is fetched when it is opened.
+Every text is HTML-escaped.
+
+Input: a :class:`Report` (or a dict with the same keys) holding :class:`ModelResult`
+entries, each with the output of :func:`fmri_ica.training.evaluate` (``evaluation``)
+and the saliency figures of merit written by the explain stage (``saliency_metrics``),
+and per class a :class:`ClassResult` with its figures (:func:`class_figures` draws them).
+Optional parts may be missing; their sections are left out.
+
+Saliency of a model near chance is not evidence (EVALUATION.md): a model whose balanced
+accuracy is below ``chance + 0.5 * (1 - chance)`` gets a warning at the top of the report
+and on each of its sections.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import logging
+import os
+import re
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._utils import package_versions, write_text
+from .exceptions import InvalidParameterError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Report", "ModelResult", "ClassResult", "write_report", "class_figures", "reliability"]
+
+#: Figures of a class, in the order shown, with their captions.
+CLASS_FIGURES = {
+    "glass_brains": "Glass brains (maximum-intensity projections) of the mean saliency in each "
+    "time bin, on one colour scale.",
+    "surface": "Inflated fsaverage5 cortex sampled from the volume; grey: no saliency (below "
+    "0.1% of the maximum); sub-cortical and cerebellar regions are not shown.",
+    "animation": "The map over time (maximum-intensity projections); red mark: current time.",
+    "heatmap": "Every region (rows, grouped by network) at every time step; grey strip: task ON.",
+    "top_regions_plot": "The most salient regions, coloured by network.",
+}
+
+
+@dataclass
+class ClassResult:
+    """Saliency results of one class (task) for one model.
+
+    Parameters
+    ----------
+    name : str
+        Class name, e.g. ``MOTOR``.
+    figures : dict of str -> figure
+        Keys among :data:`CLASS_FIGURES`; values are image files (PNG, GIF, JPEG, SVG),
+        matplotlib figures or PNG bytes.
+    interactive : path or None
+        A self-contained HTML viewer (:func:`fmri_ica.plotting.save_interactive_view`).
+    top_regions : pandas.DataFrame or list of dict, optional
+        From :func:`fmri_ica.saliency.projection.top_regions`: rank, region, network,
+        x, y, z, saliency[, share].
+    n_samples : int, optional
+        Test samples of this class the map averages.
+    """
+
+    name: str
+    figures: dict = field(default_factory=dict)
+    interactive: str | os.PathLike | None = None
+    top_regions: Any = None
+    n_samples: int | None = None
+
+
+@dataclass
+class ModelResult:
+    """One model's test results.
+
+    Parameters
+    ----------
+    name : str
+    class_names : list of str
+        In label order (rows of the confusion matrix).
+    evaluation : dict, optional
+        :func:`fmri_ica.training.evaluate` on the test set: ``accuracy``,
+        ``balanced_accuracy``, ``precision``/``recall``/``f1`` (per class),
+        ``confusion_matrix``, ``n``. For the linear baseline, ``accuracy`` alone suffices.
+    saliency_metrics : dict, optional
+        The explain stage's ``metrics.json``; keys used (all optional):
+        ``method``, ``n_samples``, ``top_k``, ``mass_last_10pct``, ``on_share``,
+        ``on_share_mismatched``, ``on_share_chance``, ``on_share_per_class``,
+        ``planted_share``, ``planted_share_chance``, ``region_precision``,
+        ``region_precision_chance``, ``removal`` (rows of
+        :func:`fmri_ica.saliency.metrics.removal_test`). Summaries are floats or dicts
+        with ``mean``, ``std``, ``n``.
+    classes : list of ClassResult
+    kind : {"recurrent", "linear"}, default="recurrent"
+        ``linear``: the reference model (maps are |weights|; no saliency-over-time).
+    description : str, default=""
+    """
+
+    name: str
+    class_names: list = field(default_factory=list)
+    evaluation: dict | None = None
+    saliency_metrics: dict | None = None
+    classes: list = field(default_factory=list)
+    kind: str = "recurrent"
+    description: str = ""
+
+
+@dataclass
+class Report:
+    """Everything the report shows.
+
+    Parameters
+    ----------
+    title : str
+    summary : dict
+        Run summary, label -> value, in display order: data set, subjects per split,
+        tasks, atlas, TR, window, normalisation, ...
+    models : list of ModelResult
+        The linear baseline, if any, is a ModelResult with ``kind="linear"``.
+    saliency_over_time : figure, optional
+        :func:`fmri_ica.plotting.plot_saliency_over_time` output; shown first.
+    parameters : dict
+        Configuration, shown as JSON at the end.
+    versions : dict, optional
+        Package versions (default: :func:`fmri_ica._utils.package_versions`).
+    notes : list of str
+        Free-text remarks shown after the summary.
+    """
+
+    title: str = "fmri_ica report"
+    summary: dict = field(default_factory=dict)
+    models: list = field(default_factory=list)
+    saliency_over_time: Any = None
+    parameters: dict = field(default_factory=dict)
+    versions: dict | None = None
+    notes: list = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- reliability
+
+
+def reliability(model: ModelResult) -> tuple[bool | None, float | None, float | None]:
+    """Whether a model is accurate enough for its saliency to mean anything.
+
+    Returns
+    -------
+    reliable : bool or None
+        None when accuracy or the number of classes is unknown.
+    score : float or None
+        Balanced accuracy (accuracy if that is all there is).
+    threshold : float or None
+        ``chance + 0.5 * (1 - chance)``, chance = 1 / number of classes.
+    """
+    ev = model.evaluation or {}
+    score = ev.get("balanced_accuracy", ev.get("accuracy"))
+    n_classes = len(model.class_names) or ev.get("n_classes")
+    if score is None or not n_classes:
+        return None, score, None
+    chance = 1.0 / n_classes
+    threshold = chance + 0.5 * (1 - chance)
+    return bool(score >= threshold), float(score), threshold
+
+
+# --------------------------------------------------------------------------- rendering helpers
+
+
+_MIME = {
+    ".png": "image/png",
+    ".gif": "image/gif",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".svg": "image/svg+xml",
+}
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    """A number (or a mean ± std summary dict) as text; '—' when missing."""
+    if value is None:
+        return "—"
+    if isinstance(value, dict) and "mean" in value:
+        text = _fmt(value["mean"], digits)
+        if value.get("std") is not None and value.get("n", 2) > 1:
+            text += f" ± {_fmt(value['std'], digits)}"
+        return text
+    if isinstance(value, (float, np.floating)):
+        return "—" if not np.isfinite(value) else f"{value:.{digits}f}"
+    return str(value)
+
+
+def _mean(value: Any) -> float | None:
+    if isinstance(value, dict):
+        value = value.get("mean")
+    return None if value is None else float(value)
+
+
+def _image(figure: Any, alt: str) -> str:
+    """An <img> with the figure embedded as a data URI."""
+    if figure is None:
+        return ""
+    if hasattr(figure, "savefig"):
+        buffer = io.BytesIO()
+        figure.savefig(
+            buffer, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None}
+        )
+        data, mime = buffer.getvalue(), "image/png"
+    elif isinstance(figure, (bytes, bytearray)):
+        data, mime = bytes(figure), "image/png"
+    else:
+        path = Path(figure)
+        mime = _MIME.get(path.suffix.lower())
+        if mime is None:
+            raise InvalidParameterError(
+                f"Figure {path.name!r}: unsupported image type {path.suffix!r}; use one of {sorted(_MIME)}."
+            )
+        data = path.read_bytes()
+    encoded = base64.b64encode(data).decode("ascii")
+    return f'<img src="data:{mime};base64,{encoded}" alt="{_e(alt)}">'
+
+
+def _table(rows: list[dict], columns: list[tuple], caption: str = "", cls: str = "") -> str:
+    """An HTML table; ``columns`` are (key, heading[, digits or formatter]) tuples."""
+    if not rows:
+        return ""
+    head = "".join(f"<th>{_e(c[1])}</th>" for c in columns)
+
+    def cell(row, column):
+        style = column[2] if len(column) > 2 else 3
+        value = row.get(column[0])
+        return (
+            style(value)
+            if callable(style) and value is not None
+            else _fmt(value, 3 if callable(style) else style)
+        )
+
+    body = "".join(
+        "<tr>" + "".join(f"<td>{_e(cell(row, c))}</td>" for c in columns) + "</tr>" for row in rows
+    )
+    cap = f"<caption>{_e(caption)}</caption>" if caption else ""
+    return f'<table class="{cls}">{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _records(table: Any) -> list[dict]:
+    if table is None:
+        return []
+    if hasattr(table, "to_dict"):
+        return table.to_dict(orient="records")
+    return [dict(row) for row in table]
+
+
+def _anchor(*parts: str) -> str:
+    return "-".join(re.sub(r"[^A-Za-z0-9]+", "-", p).strip("-").lower() for p in parts)
+
+
+def _warning(text: str) -> str:
+    return f'<div class="warning" role="alert">{_e(text)}</div>'
+
+
+def _gate_text(model: ModelResult) -> str | None:
+    reliable, score, threshold = reliability(model)
+    if reliable is not False:
+        return None
+    chance = 1 / (len(model.class_names) or model.evaluation.get("n_classes"))
+    return (
+        f"{model.name}: balanced accuracy {score:.3f} is near chance ({chance:.3f}; required "
+        f"≥ {threshold:.3f}). Saliency of a model near chance is not evidence: its maps below "
+        "show what an untrained-like network attends to, not where the task is encoded."
+    )
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def _summary_section(report: Report) -> str:
+    rows = "".join(
+        f"<tr><th>{_e(k)}</th><td>{_e(_list_text(v))}</td></tr>" for k, v in report.summary.items()
+    )
+    notes = "".join(f"<p>{_e(n)}</p>" for n in report.notes)
+    return f'<section id="summary"><h2>Run summary</h2><table class="kv">{rows}</table>{notes}</section>'
+
+
+def _list_text(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {v}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return ", ".join(map(str, value))
+    return _fmt(value)
+
+
+def _time_section(report: Report) -> str:
+    rows = []
+    for model in report.models:
+        metrics = model.saliency_metrics or {}
+        if model.kind == "linear" or "mass_last_10pct" not in metrics:
+            continue
+        rows.append(
+            {"model": model.name, "mass": metrics["mass_last_10pct"], "n": metrics.get("n_samples")}
+        )
+    table = _table(
+        rows,
+        [
+            ("model", "model"),
+            ("mass", "share of saliency in the last 10% of time steps"),
+            ("n", "test samples"),
+        ],
+        caption="Uniform saliency would put 0.10 in the last 10%; mean ± SD over samples.",
+    )
+    if report.saliency_over_time is None and not rows:
+        return ""
+    return (
+        '<section id="time"><h2>When does each model look?</h2>'
+        f"<figure>{_image(report.saliency_over_time, 'saliency over time per model')}"
+        "<figcaption>Share of each sample's saliency mass at each time step (mean ± SD across test "
+        "samples; shaded: task ON where given). A plain LSTM's gradients vanish with distance "
+        "from the last step, so its saliency piles into the final frames whatever the task; "
+        "input-cell attention should spread it over the window. This pattern holds even for "
+        "untrained networks, so it is a property of the architecture, not a finding about the "
+        "brain.</figcaption></figure>"
+        f"{table}</section>"
+    )
+
+
+def _overview_section(report: Report) -> str:
+    rows = []
+    for model in report.models:
+        ev, metrics = model.evaluation or {}, model.saliency_metrics or {}
+        removal = _removal_at(metrics.get("removal"), 0.1)
+        reliable, _, threshold = reliability(model)
+        rows.append(
+            {
+                "model": model.name + (" (reference)" if model.kind == "linear" else ""),
+                "acc": ev.get("accuracy"),
+                "bacc": ev.get("balanced_accuracy"),
+                "chance": 1 / len(model.class_names) if model.class_names else None,
+                "reliable": {True: "yes", False: "NO: near chance", None: "—"}[reliable],
+                "on": metrics.get("on_share"),
+                "onm": metrics.get("on_share_mismatched"),
+                "onc": metrics.get("on_share_chance"),
+                "prec": _mean(metrics.get("region_precision")),
+                "precc": metrics.get("region_precision_chance"),
+                "rtop": removal.get("drop_top"),
+                "rrand": removal.get("drop_random"),
+            }
+        )
+    cols = [
+        ("model", "model"),
+        ("acc", "accuracy"),
+        ("bacc", "balanced accuracy"),
+        ("chance", "chance"),
+        ("reliable", "saliency interpretable"),
+        ("on", "task-ON share"),
+        ("onm", "ON share, mismatched"),
+        ("onc", "ON share, chance"),
+        ("prec", "planted-region precision"),
+        ("precc", "precision, chance"),
+        ("rtop", "accuracy drop, top 10% removed"),
+        ("rrand", "drop, random 10% removed"),
+    ]
+    cols = [
+        c
+        for c in cols
+        if c[0] in ("model", "acc", "bacc", "chance", "reliable")
+        or any(r[c[0]] is not None for r in rows)
+    ]
+    return (
+        '<section id="models"><h2>Models at a glance</h2>'
+        + _table(
+            rows,
+            cols,
+            cls="wide",
+            caption="Test set. Saliency is interpretable when balanced accuracy ≥ chance + "
+            "half the distance to 1. Read ON shares against both the mismatched "
+            "baseline and chance.",
+        )
+        + "</section>"
+    )
+
+
+def _percent(value: float) -> str:
+    return f"{100 * float(value):.0f}%"
+
+
+def _removal_at(rows: Any, fraction: float) -> dict:
+    rows = rows or []
+    for row in rows:
+        if abs(row.get("fraction", -1) - fraction) < 1e-9:
+            return row
+    return rows[0] if rows else {}
+
+
+def _model_section(model: ModelResult, index: int, embed_viewers: bool, base: Path) -> str:
+    anchor = _anchor("model", model.name)
+    kind = " — linear reference (maps are |weights|)" if model.kind == "linear" else ""
+    parts = [f'<section id="{anchor}"><h2>{index}. {_e(model.name)}{_e(kind)}</h2>']
+    if model.description:
+        parts.append(f"<p>{_e(model.description)}</p>")
+    gate = _gate_text(model)
+    if gate:
+        parts.append(_warning(gate))
+    parts.append(_accuracy_block(model))
+    parts.append(_saliency_checks(model))
+    for cls in model.classes:
+        parts.append(
+            _class_block(model, _coerce(ClassResult, cls), gate is not None, embed_viewers, base)
+        )
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def _accuracy_block(model: ModelResult) -> str:
+    ev = model.evaluation or {}
+    if not ev:
+        return ""
+    head = (
+        f"<p>Accuracy <b>{_fmt(ev.get('accuracy'))}</b>, balanced accuracy "
+        f"<b>{_fmt(ev.get('balanced_accuracy'))}</b>"
+        + (f", chance {_fmt(1 / len(model.class_names))}" if model.class_names else "")
+        + (f", {ev['n']} test samples" if ev.get("n") else "")
+        + ".</p>"
+    )
+    rows = []
+    confusion = (
+        np.asarray(ev["confusion_matrix"]) if ev.get("confusion_matrix") is not None else None
+    )
+    for i, name in enumerate(model.class_names):
+        row = {"class": name}
+        for key in ("precision", "recall", "f1"):
+            if ev.get(key) is not None and i < len(ev[key]):
+                row[key] = float(ev[key][i])
+        if confusion is not None and i < len(confusion):
+            row["support"] = int(confusion[i].sum())
+        rows.append(row)
+    columns = [
+        ("class", "class"),
+        ("precision", "precision"),
+        ("recall", "recall"),
+        ("f1", "F1"),
+        ("support", "test samples"),
+    ]
+    table = _table(rows, columns) if any(len(row) > 1 for row in rows) else ""
+    figure = ""
+    if confusion is not None and model.class_names:
+        import matplotlib.pyplot as plt
+
+        from .plotting import plot_confusion_matrix
+
+        fig = plot_confusion_matrix(
+            confusion, model.class_names, title=f"{model.name}: confusion matrix (test)"
+        )
+        figure = f'<figure class="small">{_image(fig, model.name + " confusion matrix")}</figure>'
+        plt.close(fig)
+    return f'<div class="accuracy"><h3>Classification</h3>{head}<div class="row">{table}{figure}</div></div>'
+
+
+def _saliency_checks(model: ModelResult) -> str:
+    m = model.saliency_metrics or {}
+    if not m:
+        return ""
+    parts = ["<h3>Does the saliency point at the task?</h3>"]
+    if m.get("method"):
+        parts.append(
+            f"<p>Attribution method: {_e(m['method'])}"
+            + (f"; {_e(m['n_samples'])} test samples" if m.get("n_samples") else "")
+            + ".</p>"
+        )
+    top_k = m.get("top_k", 0.1)
+    if m.get("on_share") is not None:
+        per_class = m.get("on_share_per_class") or {}
+        rows = [
+            {
+                "what": "all classes",
+                "on": m["on_share"],
+                "onm": m.get("on_share_mismatched"),
+                "chance": m.get("on_share_chance"),
+            }
+        ]
+        rows += [{"what": c, "on": v} for c, v in per_class.items()]
+        parts.append(
+            _table(
+                rows,
+                [
+                    ("what", "class"),
+                    ("on", "task-ON share"),
+                    ("onm", "mismatched baseline"),
+                    ("chance", "chance"),
+                ],
+                caption=f"Share of the top {_fmt(100 * top_k, 0)}% saliency cells that fall in "
+                "the sample's task-ON frames. The mismatched baseline scores the same "
+                "maps against another class's ON frames; chance is the fraction of ON "
+                "frames. Under per-region z-scoring fixation is as informative as the "
+                "task, so a share near the baselines is not a failure, and a high share "
+                "alone is not proof.",
+            )
+        )
+    if m.get("planted_share") is not None or m.get("region_precision") is not None:
+        precision = m.get("region_precision") or {}
+        rows = [
+            {
+                "what": "all classes",
+                "share": m.get("planted_share"),
+                "sharec": m.get("planted_share_chance"),
+                "prec": _mean(precision) if precision else None,
+                "precc": m.get("region_precision_chance"),
+            }
+        ]
+        rows += [{"what": c, "prec": v} for c, v in precision.items() if c != "mean"]
+        parts.append(
+            _table(
+                rows,
+                [
+                    ("what", "class"),
+                    ("share", "top-cell share in planted regions"),
+                    ("sharec", "chance"),
+                    ("prec", "region precision at k planted"),
+                    ("precc", "chance"),
+                ],
+                caption="Simulated data only: planted regions are the ground truth.",
+            )
+        )
+    if m.get("removal"):
+        parts.append(
+            _table(
+                [dict(r) for r in m["removal"]],
+                [
+                    ("fraction", "cells removed", _percent),
+                    ("accuracy", "intact accuracy"),
+                    ("accuracy_top", "accuracy, top cells removed"),
+                    ("accuracy_random", "accuracy, random cells removed"),
+                    ("drop_top", "drop (top)"),
+                    ("drop_random", "drop (random)"),
+                ],
+                caption="Removal test: a faithful map hurts accuracy more when its top cells are removed "
+                "than random cells. A larger drop for one model does not by itself make its map "
+                "more faithful (models differ in robustness).",
+            )
+        )
+    return "".join(parts)
+
+
+def _class_block(
+    model: ModelResult, cls: ClassResult, gated: bool, embed_viewers: bool, base: Path
+) -> str:
+    anchor = _anchor("model", model.name, "class", cls.name)
+    n = f" ({cls.n_samples} test samples)" if cls.n_samples else ""
+    parts = [
+        f'<details open id="{anchor}"><summary><h3>{_e(model.name)} · class {_e(cls.name)}{_e(n)}</h3>'
+        "</summary>"
+    ]
+    if gated:
+        parts.append(_warning(f"{model.name} is near chance: these maps are not evidence."))
+        parts.append('<div class="gated">')
+    for key, heading in CLASS_FIGURES.items():
+        figure = (cls.figures or {}).get(key)
+        if figure is not None:
+            parts.append(
+                f"<figure><figcaption>{_e(heading)}</figcaption>"
+                f"{_image(figure, f'{model.name} {cls.name} {heading}')}</figure>"
+            )
+    unknown = sorted(set(cls.figures or {}) - set(CLASS_FIGURES))
+    for key in unknown:
+        parts.append(
+            f"<figure><figcaption>{_e(key)}</figcaption>{_image(cls.figures[key], key)}</figure>"
+        )
+    rows = _records(cls.top_regions)
+    if rows:
+        parts.append(
+            _table(
+                rows,
+                [
+                    ("rank", "rank"),
+                    ("region", "region"),
+                    ("network", "network"),
+                    ("x", "x (mm)", 0),
+                    ("y", "y (mm)", 0),
+                    ("z", "z (mm)", 0),
+                    ("saliency", "mean saliency"),
+                    ("share", "share of total"),
+                ],
+                caption="Most salient regions (mean over time and test samples of the "
+                "class); MNI coordinates of the region centre.",
+            )
+        )
+    if cls.interactive is not None:
+        parts.append(
+            _viewer(Path(cls.interactive), f"{model.name} {cls.name}", embed_viewers, base)
+        )
+    parts.append("</div></details>" if gated else "</details>")
+    return "".join(parts)
+
+
+def _viewer(path: Path, title: str, embed: bool, base: Path) -> str:
+    if embed:
+        doc = html.escape(path.read_text(), quote=True)
+        return (
+            f"<figure><figcaption>Interactive viewer (time-averaged map): {_e(title)}</figcaption>"
+            f'<iframe class="viewer" srcdoc="{doc}" title="{_e(title)}"></iframe></figure>'
+        )
+    link = os.path.relpath(path, base)
+    return f'<p><a href="{_e(link)}">Interactive viewer (time-averaged map): {_e(title)}</a></p>'
+
+
+def _provenance_section(report: Report) -> str:
+    versions = report.versions if report.versions is not None else package_versions()
+    rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in versions.items())
+    params = json.dumps(report.parameters, indent=2, sort_keys=True, default=str)
+    return (
+        '<section id="provenance"><h2>Versions and parameters</h2>'
+        f'<table class="kv">{rows}</table><pre>{_e(params)}</pre></section>'
+    )
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;margin:0 auto;
+max-width:1300px;padding:1em 2em;color:#222;line-height:1.4}
+h1{font-size:1.7em;margin-bottom:.2em}h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
+h3{display:inline;font-size:1.1em}summary{cursor:pointer;margin:.8em 0}
+table{border-collapse:collapse;margin:.6em 0;font-size:.9em}
+th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left;vertical-align:top}
+thead th{background:#f2f2f2}td{font-variant-numeric:tabular-nums}caption{caption-side:bottom;
+text-align:left;font-size:.85em;color:#555;padding-top:.3em;max-width:60em}
+table.kv th{background:#f7f7f7;font-weight:600}
+figure{margin:.8em 0}figure img{max-width:100%;height:auto}figcaption{font-size:.9em;color:#444;
+margin:.3em 0;max-width:70em}figure.small img{max-width:520px}
+.row{display:flex;flex-wrap:wrap;gap:2em;align-items:flex-start}
+.warning{background:#fff3cd;border:1px solid #e0b000;border-left:6px solid #e0b000;padding:.6em 1em;
+margin:.6em 0;font-weight:600}
+iframe.viewer{width:min(100%,900px);height:380px;border:1px solid #ccc}
+.gated figure img,.gated iframe{opacity:.55}
+nav{font-size:.9em;color:#555}nav a{margin-right:1em}
+pre{background:#f7f7f7;padding:.8em;overflow:auto;font-size:.8em;max-height:30em}
+.sub{color:#666;font-size:.9em}
+"""
+
+
+# --------------------------------------------------------------------------- public
+
+
+def _coerce(cls, value):
+    """A dataclass instance from itself or a dict with its field names."""
+    if isinstance(value, cls):
+        return value
+    if is_dataclass(value):
+        value = asdict(value)
+    if not isinstance(value, dict):
+        raise InvalidParameterError(
+            f"Expected a {cls.__name__} or a dict; got {type(value).__name__}."
+        )
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(value) - names)
+    if unknown:
+        raise InvalidParameterError(
+            f"Unknown {cls.__name__} field(s) {unknown}. Allowed: {sorted(names)}."
+        )
+    return cls(**value)
+
+
+def write_report(
+    path: str | os.PathLike, report: Report | dict, *, embed_viewers: bool = True
+) -> Path:
+    """Write the report as one self-contained HTML file.
+
+    Parameters
+    ----------
+    path : path ending in .html
+    report : Report or dict
+        See :class:`Report`; dicts are converted (also nested models and classes).
+    embed_viewers : bool, default=True
+        Embed the interactive viewers in the page (about 1 MB each); False links them
+        as files relative to the report instead.
+
+    Returns
+    -------
+    Path
+    """
+    path = Path(path)
+    if path.suffix.lower() not in (".html", ".htm"):
+        raise InvalidParameterError(f"'path' must end in .html; got {path.name!r}.")
+    report = _coerce(Report, report)
+    report.models = [_coerce(ModelResult, m) for m in report.models]
+    for model in report.models:
+        model.classes = [_coerce(ClassResult, c) for c in model.classes]
+    warnings = [w for w in (_gate_text(m) for m in report.models) if w]
+    nav = "".join(f'<a href="#{_anchor("model", m.name)}">{_e(m.name)}</a>' for m in report.models)
+    body = [
+        f"<h1>{_e(report.title)}</h1>",
+        '<p class="sub">fmri_ica: recurrent classifiers with input-cell attention on task fMRI; '
+        "saliency = how much each region at each time step moves the predicted probability.</p>",
+        f'<nav><a href="#summary">Summary</a><a href="#time">Saliency over time</a>'
+        f'<a href="#models">Models</a>{nav}<a href="#provenance">Versions</a></nav>',
+        _summary_section(report),
+        *(_warning(w) for w in warnings),
+        _time_section(report),
+        _overview_section(report) if report.models else "",
+        *(
+            _model_section(m, i + 1, embed_viewers, path.parent)
+            for i, m in enumerate(report.models)
+        ),
+        _provenance_section(report),
+    ]
+    page = (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{_e(report.title)}</title><style>{_CSS}</style></head>"
+        f"<body>{''.join(body)}</body></html>\n"
+    )
+    return write_text(path, page)
+
+
+def class_figures(
+    out_dir: str | os.PathLike,
+    values,
+    atlas,
+    *,
+    t_r: float,
+    model: str,
+    class_name: str,
+    stride: int = 1,
+    task_on=None,
+    n_bins: int = 4,
+    top_k: int = 15,
+    surface: bool = True,
+    animation: bool = True,
+    interactive: bool = True,
+    vmax: float | None = None,
+) -> ClassResult:
+    """Draw every figure of one class of one model and return its :class:`ClassResult`.
+
+    Parameters
+    ----------
+    out_dir : path
+        Figures go here, named ``<model>_<class>_<figure>.png`` (``.gif``, ``.html``).
+    values : array, shape (time, region)
+        The class's mean saliency (one column per atlas region).
+    atlas : Atlas
+    t_r : float
+    model, class_name : str
+    stride : int, default=1
+    task_on : bool array, shape (time,), optional
+    n_bins : int, default=4
+        Time bins of the glass brains (the surface uses ``min(n_bins, 3)``).
+    top_k : int, default=15
+    surface, animation, interactive : bool, default=True
+        Draw the slower figures (surface ~10 s, animation ~10 s, viewer ~2 s).
+    vmax : float, optional
+        Shared colour-scale top (e.g. across the classes of a model).
+
+    Returns
+    -------
+    ClassResult
+    """
+    from . import plotting
+    from .saliency.projection import time_average_img, top_regions
+
+    out_dir = Path(out_dir)
+    stem = f"{_anchor(model)}_{_anchor(class_name)}"
+    label = f"{model} · {class_name}"
+    figures = {
+        "glass_brains": plotting.plot_glass_brains(
+            values,
+            atlas,
+            t_r=t_r,
+            stride=stride,
+            n_bins=n_bins,
+            vmax=vmax,
+            title=f"{label}: saliency by time bin",
+            path=out_dir / f"{stem}_glass.png",
+        ),
+        "heatmap": plotting.plot_region_time_heatmap(
+            values,
+            atlas,
+            t_r=t_r,
+            stride=stride,
+            task_on=task_on,
+            title=f"{label}: saliency per region and time step",
+            path=out_dir / f"{stem}_heatmap.png",
+        ),
+        "top_regions_plot": plotting.plot_top_regions(
+            values,
+            atlas,
+            k=top_k,
+            title=f"{label}: top {top_k} regions",
+            path=out_dir / f"{stem}_top.png",
+        ),
+    }
+    if surface:
+        figures["surface"] = plotting.plot_surface_bins(
+            values,
+            atlas,
+            t_r=t_r,
+            stride=stride,
+            n_bins=min(n_bins, 3),
+            vmax=vmax,
+            title=f"{label}: cortical surface by time bin",
+            path=out_dir / f"{stem}_surface.png",
+        )
+    if animation:
+        figures["animation"] = plotting.animate_saliency(
+            values,
+            atlas,
+            t_r=t_r,
+            stride=stride,
+            title=label,
+            path=out_dir / f"{stem}_animation.gif",
+        )
+    viewer = None
+    if interactive:
+        viewer = plotting.save_interactive_view(
+            time_average_img(values, atlas),
+            out_dir / f"{stem}_viewer.html",
+            title=f"{class_name}: mean",
+        )
+    return ClassResult(
+        name=class_name,
+        figures=figures,
+        interactive=viewer,
+        top_regions=top_regions(values, atlas, k=min(top_k, 10)),
+    )
