@@ -67,6 +67,22 @@ def _region_correlations(root, run, truth):
     return labels, r
 
 
+@pytest.mark.parametrize("n_frames", [1, 5])
+def test_fast_nifti_writer_equals_nibabel(rng, n_frames):
+    from fmri_ica.data.simulate import _nifti_bytes
+
+    shape, affine = hcp_grid(16.0)
+    data = rng.standard_normal((*shape, n_frames)).astype(np.float32).squeeze()
+    img = nib.Nifti1Image(np.asfortranarray(data), affine)
+    img.header.set_xyzt_units("mm", "sec")
+    img.header["pixdim"][4] = 0.72
+    assert _nifti_bytes(img) == img.to_bytes()
+    c_order = nib.Nifti1Image(np.ascontiguousarray(data), affine)
+    assert _nifti_bytes(c_order) == c_order.to_bytes()
+    mask = nib.Nifti1Image((data > 0).astype(np.uint8), affine)
+    assert _nifti_bytes(mask) == mask.to_bytes()
+
+
 def test_hcp_grid_matches_hcp_and_keeps_world_coordinates():
     shape, affine = hcp_grid(2.0)
     assert shape == (91, 109, 91)
