@@ -69,6 +69,9 @@ def coarse_mni_bold(rng, voxel=12.0, n_frames=24) -> nib.Nifti1Image:
 
 
 OPTIONS = {"t_r": 2.0, "detrend": True, "standardize": "zscore_sample", "high_pass": 0.02}
+# nilearn keeps region means of float32 data in float32 (~1e-5 of a mean of 100); ours
+# are float64. After detrending and z-scoring that leaves differences up to ~1e-4.
+TOL = {"rtol": 1e-5, "atol": 2e-4}
 
 
 def nilearn_reference(atlas, img, **kwargs):
@@ -89,7 +92,7 @@ def test_builtin_atlases_equal_nilearn_masker(name, rng, cache):
     atlas = load_atlas(name, target_img=img, cache_dir=cache, **options)
     out = extract_timeseries(img, atlas, **OPTIONS)
     assert out.dtype == np.float32 and out.shape == (24, atlas.n_regions)
-    np.testing.assert_allclose(out, nilearn_reference(atlas, img, **OPTIONS), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out, nilearn_reference(atlas, img, **OPTIONS), **TOL)
 
 
 def test_user_labels_atlas_equals_nilearn_masker_with_confounds_and_sample_mask(
@@ -103,7 +106,26 @@ def test_user_labels_atlas_equals_nilearn_masker_with_confounds_and_sample_mask(
         img_4d, confounds=confounds, sample_mask=keep
     )
     assert out.shape == (19, 3)
-    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out, expected, **TOL)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_label_means_equal_nilearns_region_means(dtype, rng, affine):
+    from nilearn.regions import img_to_signals_labels
+
+    from fmri_ica.data.parcellation import label_means
+
+    labels = rng.integers(0, 6, size=(7, 8, 9)).astype(np.int32)
+    labels[labels == 4] = 0  # a gap in the label values
+    data = (rng.standard_normal((7, 8, 9, 150)) * 3 + 100).astype(dtype)
+    expected, ids, _ = img_to_signals_labels(
+        nib.Nifti1Image(data, affine), nib.Nifti1Image(labels, affine)
+    )
+    index = np.array([5, 1, 3, 2])  # any column order
+    out = label_means(data, labels, index, chunk=64)  # 150 frames: a partial last chunk
+    columns = [list(ids).index(i) for i in index]
+    rtol = 1e-12 if dtype == np.float64 else 1e-6  # nilearn stores float32 means
+    np.testing.assert_allclose(out, expected[:, columns], rtol=rtol)
 
 
 def test_user_maps_atlas_equals_nilearn_masker(tmp_path, img_4d, rng):
@@ -367,7 +389,6 @@ def test_read_only_output_folder_is_an_error_up_front(hcp, tmp_path):
 
 def test_a_live_lock_makes_the_run_skip_and_a_dead_one_is_taken_over(hcp, tmp_path):
     import socket
-    import time
 
     from fmri_ica.data.parcellation import timeseries_path
 
@@ -376,10 +397,9 @@ def test_a_live_lock_makes_the_run_skip_and_a_dead_one_is_taken_over(hcp, tmp_pa
     lock = timeseries_path(out, runs[0], "toy").with_suffix(".lock")
     lock.parent.mkdir(parents=True)
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    token = {"pid": holder.pid, "host": socket.gethostname(), "time": time.time()}
     try:
-        lock.write_text(
-            json.dumps({"pid": holder.pid, "host": socket.gethostname(), "time": time.time()})
-        )
+        lock.write_text(json.dumps(token))
         summary = parcellate(runs[:1], str(atlas_path), out, progress=False)
         assert summary.done == [] and "locked by pid" in summary.rows[0]["reason"]
     finally:
@@ -387,6 +407,31 @@ def test_a_live_lock_makes_the_run_skip_and_a_dead_one_is_taken_over(hcp, tmp_pa
         holder.wait()
     summary = parcellate(runs[:1], str(atlas_path), out, progress=False)  # holder is dead now
     assert summary.done == [runs[0].key] and not lock.exists()
+
+
+def test_a_lock_from_another_host_is_stale_once_no_longer_refreshed(hcp, tmp_path):
+    from fmri_ica.data.parcellation import timeseries_path
+
+    runs, atlas_path = hcp
+    out = tmp_path / "o"
+    lock = timeseries_path(out, runs[0], "toy").with_suffix(".lock")
+    lock.parent.mkdir(parents=True)
+    lock.write_text(json.dumps({"pid": 1, "host": "node-elsewhere", "time": time.time() - 100}))
+    os.utime(lock, (time.time() - 100, time.time() - 100))
+    assert parcellate(runs[:1], str(atlas_path), out, progress=False).done == []
+    summary = parcellate(runs[:1], str(atlas_path), out, progress=False, stale_lock_s=60)
+    assert summary.done == [runs[0].key]
+
+
+def test_a_held_lock_is_refreshed(tmp_path):
+    from fmri_ica.data.parcellation import _RunLock
+
+    path = tmp_path / "x.lock"
+    with _RunLock(path, stale_s=0.4):
+        os.utime(path, (0, 0))
+        time.sleep(0.3)  # the heartbeat (every 0.1 s) touches it again
+        assert time.time() - path.stat().st_mtime < 0.4
+    assert not path.exists()
 
 
 @pytest.mark.slow  # two fresh interpreters: ~20 s on a loaded 2-core machine

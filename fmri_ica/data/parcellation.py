@@ -20,12 +20,15 @@ changed parameter re-runs. ``<atlas>`` is the atlas name with non-alphanumerics 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import re
+import signal
 import socket
+import threading
 import time
 import warnings
 from collections.abc import Iterable, Sequence
@@ -57,6 +60,7 @@ __all__ = [
     "Summary",
     "extract_timeseries",
     "find_timeseries",
+    "label_means",
     "load_timeseries",
     "parcellate",
     "parse_shard",
@@ -143,17 +147,84 @@ def extract_timeseries(
         )
     atlas = atlas.resample_to(img, mask_img)
     clean = {"detrend": detrend, "high_pass": high_pass, "low_pass": low_pass, "t_r": t_r}
-    masker = atlas.masker(standardize=None if standardize == "psc" else standardize, **clean)
-    signals = _transform(masker, img, source, confounds=confounds, sample_mask=sample_mask)
+    scale = None if standardize == "psc" else standardize
+    with _filter_errors(source):
+        if atlas.kind == "labels":
+            # Same numbers as NiftiLabelsMasker (tested), ~20x faster on HCP runs.
+            raw = label_means(
+                np.asanyarray(img.dataobj),
+                np.asanyarray(atlas.img.dataobj),
+                atlas.labels["index"].to_numpy(),
+            )
+            signals = _clean(
+                raw, standardize=scale, confounds=confounds, sample_mask=sample_mask, **clean
+            )
+        else:
+            raw = None
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*[Ss]tandardiz.*")
+                signals = atlas.masker(standardize=scale, **clean).fit_transform(
+                    img, confounds=confounds, sample_mask=sample_mask
+                )
     if standardize == "psc":
         kept = kept_frames(n_frames, sample_mask)
-        raw = _transform(atlas.masker(), img, source)[kept]
-        signals = _percent_signal_change(signals, raw, _off_frames(task_on, n_frames, kept), source)
+        if raw is None:
+            raw = atlas.masker().fit_transform(img)
+        off = _off_frames(task_on, n_frames, kept)
+        signals = _percent_signal_change(signals, raw[kept], off, source)
     if signals.shape[1] != atlas.n_regions:  # nilearn dropped a region we did not expect
         raise InputDataError(
             f"{source}: got {signals.shape[1]} region signals for {atlas.n_regions} atlas regions."
         )
-    return signals.astype(np.float32)
+    return np.asarray(signals, dtype=np.float32)
+
+
+def label_means(
+    data: np.ndarray, labels: np.ndarray, index: np.ndarray, chunk: int = 64
+) -> np.ndarray:
+    """Mean signal of each label: what nilearn's ``img_to_signals_labels`` computes.
+
+    nilearn runs ``scipy.ndimage.mean`` once per frame over the whole volume; gathering
+    the labelled voxels once and summing them per label (in float64, like ndimage) gives
+    the same values in a fraction of the time.
+
+    Parameters
+    ----------
+    data : ndarray, shape (X, Y, Z, T)
+    labels : ndarray of int, shape (X, Y, Z)
+        0 = background.
+    index : ndarray of int, shape (R,)
+        Label values, in output column order; each must have >= 1 voxel.
+    chunk : int, default=64
+        Frames gathered at a time (bounds the float64 copy).
+
+    Returns
+    -------
+    ndarray of float64, shape (T, R)
+    """
+    labels = np.asarray(labels).reshape(data.shape[:3])
+    inside = np.isin(labels, index)
+    voxel_labels = labels[inside]
+    order = np.argsort(voxel_labels, kind="stable")
+    sorted_labels = voxel_labels[order]
+    starts = np.searchsorted(sorted_labels, np.sort(index))
+    counts = np.diff(np.append(starts, len(sorted_labels)))
+    out = np.empty((data.shape[3], len(index)))
+    columns = np.searchsorted(np.sort(index), index)  # sorted label -> requested order
+    for t0 in range(0, data.shape[3], chunk):
+        block = np.asarray(data[..., t0 : t0 + chunk][inside], dtype=np.float64)[order]
+        sums = np.add.reduceat(block, starts, axis=0) / counts[:, None]
+        out[t0 : t0 + chunk] = sums[columns].T
+    return out
+
+
+def _clean(signals: np.ndarray, **kwargs) -> np.ndarray:
+    """nilearn.signal.clean with the arguments a nilearn masker passes it."""
+    from nilearn.signal import clean
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*[Ss]tandardiz.*")  # constant regions
+        return clean(signals, standardize_confounds=True, **kwargs)
 
 
 def kept_frames(n_frames: int, sample_mask=None) -> np.ndarray:
@@ -236,12 +307,11 @@ def _as_frame(confounds) -> pd.DataFrame:
     )
 
 
-def _transform(masker, img, source, **kwargs) -> np.ndarray:
+@contextlib.contextmanager
+def _filter_errors(source: str):
+    """nilearn's Butterworth 'padlen' ValueError, as a message naming the file."""
     try:
-        with warnings.catch_warnings():
-            # Constant regions under z-scoring: nilearn warns and returns zeros.
-            warnings.filterwarnings("ignore", message=".*[Ss]tandardiz.*")
-            return np.asarray(masker.fit_transform(img, **kwargs))
+        yield
     except ValueError as error:
         found = re.search(r"padlen, which is (\d+)", str(error))
         if found:
@@ -343,7 +413,7 @@ def parcellate(
     confounds_strategy: str | Sequence[str] | None = None,
     atlas_options: dict | None = None,
     cache_dir: str | os.PathLike | None = None,
-    stale_lock_s: float = 24 * 3600.0,
+    stale_lock_s: float = 600.0,
     **extract_options,
 ) -> Summary:
     """Parcellate many runs into ``out_dir`` (see the module notes for the layout).
@@ -375,9 +445,10 @@ def parcellate(
         Options for :func:`load_atlas` when ``atlas`` is a name.
     cache_dir : path, optional
         Atlas cache folder.
-    stale_lock_s : float, default=86400
-        A lock older than this is taken over (same host: a lock whose process is gone is
-        taken over at once).
+    stale_lock_s : float, default=600
+        A run lock whose file has not been refreshed for this long is taken over (its
+        holder refreshes it every ``stale_lock_s / 4`` s; on the same host a lock whose
+        process is gone is taken over at once). SIGTERM releases the locks held.
     **extract_options
         ``detrend``, ``standardize``, ``high_pass``, ``low_pass``, ``t_r`` for
         :func:`extract_timeseries`.
@@ -424,7 +495,8 @@ def parcellate(
         pool = Parallel(n_jobs=n_jobs, return_as="generator")
         results = pool(delayed(_process_run)(run, **task) for run in selected)
     bar = _progress(results, desc="parcellate", total=len(selected), enabled=progress, unit="run")
-    rows = list(bar)
+    with _sigterm_exits():
+        rows = list(bar)
     summary = Summary(rows=rows, out_dir=out_dir)
     _write_summary(summary, out_dir, (index, count) if shard is not None else None, spec, settings)
     (logger.warning if summary.failed else logger.info)("parcellate summary:\n%s", summary)
@@ -531,7 +603,10 @@ class _AtlasSpec:
     def identity(self) -> dict:
         if isinstance(self.atlas, Atlas):
             return {"atlas": self.atlas.name, "checksum": self.atlas.checksum}
-        return {"atlas": str(self.atlas), "options": self.options}
+        identity = {"atlas": str(self.atlas), "options": self.options}
+        if Path(str(self.atlas)).is_file():  # a user atlas: its content, not just its name
+            identity["sha256"] = sha256_file(self.atlas)
+        return identity
 
     def on_grid(self, bold: Path) -> Atlas:
         if isinstance(self.atlas, Atlas):
@@ -673,15 +748,19 @@ def _finished(tsv: Path, param_hash: str) -> bool:
 
 
 class _RunLock:
-    """Exclusive per-run lock file (O_CREAT | O_EXCL) holding pid, host and time.
+    """Exclusive per-run lock file (O_CREAT | O_EXCL) holding pid, host and start time.
 
-    Another live holder -> :class:`OutputBusyError` (the caller skips the run). A lock
-    left by a dead process on this host, or older than ``stale_s``, is taken over.
+    While held, a daemon thread touches the file every ``stale_s / 4`` seconds. Another
+    live holder -> :class:`OutputBusyError` (the caller skips the run). A lock is stale,
+    and taken over, when its file has not been touched for ``stale_s`` seconds (the
+    holder died, on any host) or its pid is gone on this host.
     """
 
     def __init__(self, path: Path, stale_s: float):
-        self.path, self.stale_s = Path(path), stale_s
+        self.path, self.stale_s = Path(path), float(stale_s)
         self.token = {"pid": os.getpid(), "host": socket.gethostname(), "time": time.time()}
+        self._stop = threading.Event()
+        self._beat: threading.Thread | None = None
 
     def __enter__(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -691,21 +770,33 @@ class _RunLock:
             except FileExistsError:
                 holder = self._holder()
                 if holder is not None and not self._stale(holder):
+                    since = datetime.fromtimestamp(float(holder.get("time", 0)), UTC)
                     raise OutputBusyError(
                         f"locked by pid {holder.get('pid')} on {holder.get('host')} since "
-                        f"{datetime.fromtimestamp(holder.get('time', 0), UTC):%Y-%m-%d %H:%M:%S} "
-                        f"UTC ({self.path.name})"
+                        f"{since:%Y-%m-%d %H:%M:%S} UTC ({self.path.name})"
                     ) from None
                 self._take_over(holder)
                 continue
             with os.fdopen(fd, "w") as handle:
                 json.dump(self.token, handle)
+            self._beat = threading.Thread(target=self._heartbeat, daemon=True)
+            self._beat.start()
             return self
         raise OutputBusyError(f"could not take the lock {self.path}")
 
     def __exit__(self, *exc):
+        self._stop.set()
+        if self._beat is not None:
+            self._beat.join()
         if self._holder() == self.token:
             self.path.unlink(missing_ok=True)
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(self.stale_s / 4):
+            try:
+                os.utime(self.path)
+            except OSError:
+                pass
 
     def _holder(self) -> dict | None:
         try:
@@ -713,8 +804,14 @@ class _RunLock:
         except (OSError, ValueError):
             return None  # vanished, or being written this instant
 
+    def _age(self) -> float:
+        try:
+            return time.time() - self.path.stat().st_mtime
+        except OSError:
+            return 0.0
+
     def _stale(self, holder: dict) -> bool:
-        if time.time() - float(holder.get("time", 0)) > self.stale_s:
+        if self._age() > self.stale_s:
             return True
         if holder.get("host") != socket.gethostname():
             return False
@@ -722,18 +819,16 @@ class _RunLock:
             os.kill(int(holder["pid"]), 0)
         except ProcessLookupError:
             return True
-        except (PermissionError, KeyError, ValueError):
+        except (PermissionError, KeyError, ValueError, TypeError):
             return False
         return False
 
     def _take_over(self, holder: dict | None) -> None:
-        if holder is None:  # unreadable: may be mid-write; treat as live unless old
-            age = time.time() - self.path.stat().st_mtime if self.path.exists() else 0
-            if age < 5:
-                raise OutputBusyError(f"lock {self.path} is being created by another process")
+        if holder is None and self._age() < min(5.0, self.stale_s):
+            raise OutputBusyError(f"lock {self.path} is being created by another process")
         logger.warning("Taking over stale lock %s (%s)", self.path, holder)
         # Rename rather than unlink, then check it is the lock we judged stale: a
-        # process that took over just before us must keep its fresh lock.
+        # process that took it over just before us must keep its fresh lock.
         aside = self.path.with_name(f"{self.path.name}.stale.{os.getpid()}")
         try:
             os.replace(self.path, aside)
@@ -747,6 +842,23 @@ class _RunLock:
             pass
         finally:
             aside.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _sigterm_exits():
+    """Turn SIGTERM (SLURM time limit, scancel) into SystemExit so locks are released."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _exit(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, _exit)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _writable_dir(out_dir) -> Path:
