@@ -17,6 +17,7 @@ import functools
 import logging
 import os
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -142,10 +143,11 @@ def tail_share(curve, fraction: float = 0.1) -> float:
     Returns
     -------
     share : float
-        Mean over samples of (mass in the last ``ceil(fraction * time)`` steps) / total.
+        Mean over samples of (mass in the last ``round(fraction * time)`` steps) / total,
+        as :func:`fmri_ica.saliency.metrics.mass_in_last`.
     """
     arr = np.atleast_2d(np.asarray(curve, dtype=np.float64))
-    n_tail = max(1, int(np.ceil(fraction * arr.shape[1])))
+    n_tail = max(1, int(round(fraction * arr.shape[1])))
     total = arr.sum(axis=1)
     keep = total > 0
     if not np.any(keep):
@@ -174,8 +176,10 @@ def plot_saliency_over_time(
 
     Parameters
     ----------
-    curves : dict of str -> array, shape (time,) or (n_samples, time)
-        Saliency summed over regions, per model (and per sample).
+    curves : dict of str -> array, shape (time,) or (n_samples, time), or dict
+        Saliency summed over regions, per model (and per sample); or a summary
+        ``{"mean": (time,), "std": (time,), "n": int}`` (std and n optional), e.g. the
+        explain stage's ``curve_mean`` / ``curve_std``.
     t_r : float
         Repetition time (s).
     stride : int, default=1
@@ -200,33 +204,17 @@ def plot_saliency_over_time(
     fig, ax = plt.subplots(figsize=(8.5, 3.8), layout="constrained")
     n_max = 0
     for i, (model, curve) in enumerate(curves.items()):
-        arr = np.atleast_2d(np.asarray(curve, dtype=np.float64))
-        if arr.ndim != 2:
-            raise InvalidParameterError(
-                f"curves[{model!r}] must have shape (time,) or (n_samples, time); got {arr.shape}."
-            )
-        if normalize:
-            total = arr.sum(axis=1, keepdims=True)
-            arr = arr[total[:, 0] > 0] / total[total[:, 0] > 0]
-        n_max = max(n_max, arr.shape[1])
-        times = np.arange(arr.shape[1]) * step
-        mean = arr.mean(axis=0)
-        label = f"{model} (n = {len(arr)}; last 10% of steps: {tail_share(arr):.2f} of mass)"
+        mean, sd, n, tail = _curve_summary(model, curve, normalize)
+        n_max = max(n_max, len(mean))
+        times = np.arange(len(mean)) * step
+        count = f"n = {n}; " if n else ""
+        label = f"{model} ({count}last 10% of steps: {tail:.2f} of mass)"
         color = f"C{i}"
-        ax.plot(
-            times,
-            mean,
-            color=color,
-            lw=1.8,
-            label=label,
-            marker="o" if len(times) <= 30 else None,
-            ms=3,
-        )
-        if len(arr) > 1:
-            sd = arr.std(axis=0)
-            ax.fill_between(
-                times, np.clip(mean - sd, 0, None), mean + sd, color=color, alpha=0.2, lw=0
-            )
+        marker = "o" if len(times) <= 30 else None
+        ax.plot(times, mean, color=color, lw=1.8, label=label, marker=marker, ms=3)
+        if sd is not None:
+            low = np.clip(mean - sd, 0, None)
+            ax.fill_between(times, low, mean + sd, color=color, alpha=0.2, lw=0)
     if task_on is not None:
         spans = _on_spans(task_on, n_max)
         _shade_on(ax, [(a * step - step / 2, b * step - step / 2) for a, b in spans])
@@ -244,6 +232,26 @@ def plot_saliency_over_time(
     ax.set_title(title or f"When does each model look? Saliency over time{band}", fontsize=11)
     ax.legend(fontsize=8, loc="upper left", frameon=False)
     return _finish(fig, path)
+
+
+def _curve_summary(model, curve, normalize: bool):
+    """(mean, sd or None, n or None, tail share) of one model's curve(s)."""
+    if isinstance(curve, Mapping):
+        mean = np.asarray(curve["mean"], dtype=np.float64)
+        sd = None if curve.get("std") is None else np.asarray(curve["std"], dtype=np.float64)
+        total = mean.sum() if normalize and mean.sum() > 0 else 1.0
+        sd = None if sd is None else sd / total
+        return mean / total, sd, curve.get("n"), tail_share(mean)
+    arr = np.atleast_2d(np.asarray(curve, dtype=np.float64))
+    if arr.ndim != 2 or arr.shape[1] == 0:
+        raise InvalidParameterError(
+            f"curves[{model!r}] must have shape (time,) or (n_samples, time); got {arr.shape}."
+        )
+    if normalize:
+        total = arr.sum(axis=1, keepdims=True)
+        arr = arr[total[:, 0] > 0] / total[total[:, 0] > 0]
+    sd = arr.std(axis=0) if len(arr) > 1 else None
+    return arr.mean(axis=0), sd, len(arr), tail_share(arr)
 
 
 # --------------------------------------------------------------------------- brains
@@ -484,9 +492,11 @@ def plot_surface_bins(
     edges = time_bin_edges(len(values), n_bins)
     means = bin_means(values, edges)
     meshes, sulcal = _fsaverage()
-    surf = SurfaceImage.from_volume(
-        meshes["pial"], regions_to_img(means, atlas), inner_mesh=meshes["white_matter"]
-    )
+    with warnings.catch_warnings():  # vertices outside the volume: 'Mean of empty slice'
+        warnings.simplefilter("ignore", RuntimeWarning)
+        surf = SurfaceImage.from_volume(
+            meshes["pial"], regions_to_img(means, atlas), inner_mesh=meshes["white_matter"]
+        )
     # Vertices outside the volume (tiny grids, cropped fields of view) sample NaN.
     data = {
         hemi: np.nan_to_num(

@@ -634,7 +634,7 @@ margin:.3em 0;max-width:70em}figure.small img{max-width:520px}
 .row{display:flex;flex-wrap:wrap;gap:2em;align-items:flex-start}
 .warning{background:#fff3cd;border:1px solid #e0b000;border-left:6px solid #e0b000;padding:.6em 1em;
 margin:.6em 0;font-weight:600}
-iframe.viewer{width:min(100%,900px);height:380px;border:1px solid #ccc}
+iframe.viewer{width:min(100%,800px);height:410px;border:1px solid #ccc}
 .gated figure img,.gated iframe{opacity:.55}
 nav{font-size:.9em;color:#555}nav a{margin-right:1em}
 pre{background:#f7f7f7;padding:.8em;overflow:auto;font-size:.8em;max-height:30em}

@@ -59,7 +59,7 @@ def texts(fig) -> list[str]:
 def test_tail_share():
     assert plotting.tail_share(np.r_[np.zeros(19), 1.0]) == 1.0
     assert plotting.tail_share(np.ones((3, 20))) == pytest.approx(0.1)
-    assert plotting.tail_share(np.ones(25), fraction=0.1) == pytest.approx(3 / 25)  # ceil
+    assert plotting.tail_share(np.ones(30), fraction=0.1) == pytest.approx(0.1)
 
 
 def test_saliency_over_time_labels_and_determinism(rng, tmp_path):
@@ -83,6 +83,11 @@ def test_saliency_over_time_labels_and_determinism(rng, tmp_path):
     )
     assert first.read_bytes() == second.read_bytes()
     assert Image.open(first).size[0] > 500
+    summary = {"mean": lstm.mean(0), "std": lstm.std(0), "n": 4}
+    fig = plotting.plot_saliency_over_time({"LSTM": summary}, t_r=0.72)
+    line = fig.axes[0].get_lines()[0].get_ydata()
+    assert any(t.startswith("LSTM (n = 4; last 10% of steps: 1.00") for t in texts(fig))
+    np.testing.assert_allclose(line, lstm.mean(0))
     with pytest.raises(InvalidParameterError, match="task_on"):
         plotting.plot_saliency_over_time({"LSTM": lstm}, t_r=0.72, task_on=on[:-1])
 
