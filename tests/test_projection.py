@@ -238,3 +238,17 @@ def test_top_regions_table(rng, affine):
     assert np.isnan(table["y"]).all()  # absent from the table
     assert table["saliency"].tolist() == pytest.approx([0.9, 0.5, 0.3])
     assert table["share"].tolist() == pytest.approx(np.array([0.9, 0.5, 0.3]) / 2.1)
+
+
+def test_equal_to_the_atlas_own_masker(rng, affine):
+    """With fmri_ica's Atlas (labels with gaps, as after dropping regions), equal to its masker."""
+    from fmri_ica.data.atlases import Atlas
+
+    data = rng.choice([0, 2, 5, 9, 12], size=SHAPE).astype(np.int32)
+    table = pd.DataFrame({"index": [2, 5, 9, 12], "name": ["a", "b", "c", "d"], "network": "n"})
+    atlas = Atlas("gaps", "labels", nib.Nifti1Image(data, affine), table)
+    values = rng.standard_normal((7, 4)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = atlas.masker().fit().inverse_transform(values)
+    assert_allclose(regions_to_img(values, atlas).get_fdata(), ref.get_fdata(), rtol=1e-6)
