@@ -315,3 +315,59 @@ def test_mask_clears_voxels_and_on_grid_atlas_is_returned_as_is(tmp_path, affine
         warnings.simplefilter("error")
         masked = atlas.resample_to(target, nib.Nifti1Image(mask, affine))
     assert (np.asarray(masked.img.dataobj)[:, :, :2] == 0).all() and masked.n_regions == 3
+
+
+def test_spheres_on_a_flipped_hcp_grid_sit_where_they_do_on_nilearns_grid(cache):
+    hcp_affine = np.diag([-2.0, 2.0, 2.0, 1.0])
+    hcp_affine[:3, 3] = [90.0, -126.0, -72.0]  # HCP's MNI152NLin6Asym 2 mm grid
+    hcp = load_atlas(
+        "seitzman300",
+        target_img=nib.Nifti1Image(np.zeros((91, 109, 91), np.float32), hcp_affine),
+        cache_dir=cache,
+    )
+    mni = load_atlas("seitzman300", cache_dir=cache)
+    assert hcp.n_regions == mni.n_regions == 300
+    for index in (1, 150, 300):
+        a = region_voxels_mm(hcp, index).mean(0)
+        b = region_voxels_mm(mni, index).mean(0)
+        assert np.linalg.norm(a - b) < 2.5  # same place in mm, whatever the voxel order
+
+
+def test_downloaded_atlas_is_converted(monkeypatch, tmp_path, affine, cache):
+    """The conversion of a nilearn atlas bunch (cannot download here: a stand-in)."""
+    from nilearn import datasets
+    from sklearn.utils import Bunch
+
+    lut = pd.DataFrame({"index": [0, 3, 7, 9], "name": ["Background", "A", "B", "C"]})
+    calls = []
+
+    def fake_fetch(**kwargs):
+        calls.append(kwargs)
+        return Bunch(maps=labels_img(affine), lut=lut, template="MNI152NLin6Asym")
+
+    monkeypatch.setattr(datasets, "fetch_atlas_schaefer_2018", fake_fetch)
+    atlas = load_atlas("schaefer2018", n_rois=100, cache_dir=tmp_path)
+    assert calls[0]["n_rois"] == 100 and calls[0]["yeo_networks"] == 7
+    assert atlas.kind == "labels" and atlas.region_names == ["A", "B", "C"]
+    assert atlas.space == "MNI152NLin6Asym" and "MIT" in atlas.licence
+    # A second call comes from the cache, not from the fetcher.
+    load_atlas("schaefer2018", n_rois=100, cache_dir=tmp_path)
+    assert len(calls) == 1
+
+
+def test_user_atlas_refuses_unknown_options(tmp_path, affine):
+    nib.save(labels_img(affine), tmp_path / "a.nii.gz")
+    with pytest.raises(InvalidParameterError, match="n_regions"):
+        load_atlas(tmp_path / "a.nii.gz", n_regions=3)
+
+
+def test_labels_masker_carries_the_region_names(tmp_path, affine, rng):
+    nib.save(labels_img(affine), tmp_path / "a.nii.gz")
+    atlas = load_atlas(tmp_path / "a.nii.gz")
+    img = nib.Nifti1Image(rng.standard_normal((7, 8, 9, 5)).astype(np.float32), affine)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        masker = atlas.masker().fit()
+        signals = masker.transform(img)
+    assert signals.shape == (5, 3)
+    assert list(masker.region_names_.values()) == atlas.region_names

@@ -553,3 +553,21 @@ def test_cli_atlases_lists_and_builds(tmp_path, capsys):
     )
     assert code == 0 and json.loads(capsys.readouterr().out)["n_regions"] <= 264
     assert nib.load(tmp_path / "p.nii.gz").shape == nib.load(target).shape[:3]
+
+
+def test_atlas_object_and_confounds_in_the_batch(hcp, tmp_path):
+    from fmri_ica.data.confounds import read_hcp_movement
+
+    runs, atlas_path = hcp
+    atlas = load_atlas(atlas_path)
+    summary = parcellate(
+        runs[:1], atlas, tmp_path / "o", confounds_strategy="simple", progress=False
+    )
+    assert summary.ok, summary
+    data, sidecar = load_timeseries(find_timeseries(tmp_path / "o", atlas="toy")[0])
+    assert sidecar["parameters"]["confounds_strategy"] == "simple"
+    movement = read_hcp_movement(runs[0].confounds)
+    expected = extract_timeseries(runs[0], atlas, confounds=movement - movement.mean(axis=0))
+    np.testing.assert_array_equal(data, expected)
+    without = extract_timeseries(runs[0], atlas)
+    assert np.abs(data - without).max() > 1e-3  # the confounds were regressed out

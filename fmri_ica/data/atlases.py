@@ -652,8 +652,13 @@ def _fetch_online(name: str, options: dict, data_dir, meta: dict) -> Atlas:
     return _complete_labels(atlas)
 
 
-def _user_atlas(path: Path, target_img, mask_img, names=None) -> Atlas:
+def _user_atlas(path: Path, target_img, mask_img, names=None, **unknown) -> Atlas:
     """A label (3D) or probabilistic-maps (4D) NIfTI given by the user."""
+    if unknown:
+        raise InvalidParameterError(
+            f"An atlas file ({path.name}) takes only the option 'names' (a TSV of index, "
+            f"name[, network]); got {', '.join(map(repr, unknown))}."
+        )
     try:
         img = nib.load(path)
         data = np.asarray(img.dataobj)

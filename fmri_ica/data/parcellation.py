@@ -75,6 +75,15 @@ STANDARDIZE = ("zscore_sample", "psc", None)
 # nilearn's Butterworth filter (order 5, filtfilt) needs more than `padlen` frames.
 _MIN_FRAMES = {"one": 19, "band": 34}
 _SIDECAR_VERSION = 1
+# extract_timeseries options a batch passes on (defaults filled in, so that leaving an
+# option out and giving its default hash the same).
+_EXTRACT_DEFAULTS = {
+    "detrend": True,
+    "standardize": "zscore_sample",
+    "high_pass": None,
+    "low_pass": None,
+    "t_r": None,
+}
 
 
 # --------------------------------------------------------------------------- one run
@@ -465,7 +474,7 @@ def parcellate(
         Bad shard / option, or an output folder that cannot be written.
     """
     out_dir = _writable_dir(out_dir)
-    unknown = set(extract_options) - {"detrend", "standardize", "high_pass", "low_pass", "t_r"}
+    unknown = set(extract_options) - set(_EXTRACT_DEFAULTS)
     if unknown:
         raise InvalidParameterError(f"parcellate got unknown option(s): {sorted(unknown)}.")
     check_option("standardize", extract_options.get("standardize", "zscore_sample"), STANDARDIZE)
@@ -473,7 +482,7 @@ def parcellate(
     selected = sorted(runs, key=lambda r: r.key)[index::count]
     spec = _AtlasSpec(atlas, dict(atlas_options or {}), cache_dir)
     settings = {
-        "extract": {"detrend": True, "standardize": "zscore_sample", **extract_options},
+        "extract": {**_EXTRACT_DEFAULTS, **extract_options},
         "hrf_delay": float(hrf_delay),
         "confounds_strategy": _jsonable(confounds_strategy),
     }
@@ -499,7 +508,10 @@ def parcellate(
         rows = list(bar)
     summary = Summary(rows=rows, out_dir=out_dir)
     _write_summary(summary, out_dir, (index, count) if shard is not None else None, spec, settings)
-    (logger.warning if summary.failed else logger.info)("parcellate summary:\n%s", summary)
+    for row in summary.rows:
+        if row["status"] == "failed":
+            logger.warning("%s failed: %s", row["run"], row["reason"])
+    logger.info("parcellate: %s", str(summary).splitlines()[-1])
     return summary
 
 
