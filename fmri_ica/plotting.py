@@ -658,17 +658,36 @@ def animate_saliency(
             f"{title + ': ' if title else ''}{_bin_caption(edges[k], edges[k + 1], step)}"
         )
         fig.canvas.draw()
-        frames.append(
-            Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[..., :3]).quantize(
-                colors=128, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE
-            )
-        )
+        frames.append(Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()))
     plt.close(fig)
+    frames = _shared_palette(frames)
     with atomic_path(path) as tmp:
         frames[0].save(
-            tmp, save_all=True, append_images=frames[1:], duration=int(1000 / fps), loop=0
+            tmp,
+            save_all=True,
+            append_images=frames[1:],
+            duration=int(1000 / fps),
+            loop=0,
+            optimize=True,
         )
     return path
+
+
+def _shared_palette(frames: list, colors: int = 128) -> list:
+    """Quantise RGB frames to one palette (from a montage of up to 8 frames).
+
+    One palette keeps colours steady across frames and lets GIF frames share it,
+    about halving the file.
+    """
+    from PIL import Image
+
+    sample = frames[:: max(1, len(frames) // 8)]
+    width, height = sample[0].size
+    montage = Image.new("RGB", (width, height * len(sample)))
+    for i, frame in enumerate(sample):
+        montage.paste(frame, (0, i * height))
+    palette = montage.quantize(colors=colors, method=Image.Quantize.MEDIANCUT)
+    return [frame.quantize(palette=palette, dither=Image.Dither.NONE) for frame in frames]
 
 
 # --------------------------------------------------------------------------- interactive
