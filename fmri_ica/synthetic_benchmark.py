@@ -62,17 +62,21 @@ PROFILES = {
         "n_test": 60,
         "model": {"hidden_size": 8, "r": 4, "d_a": 16, "dropout": 0.0},
         "train": {"epochs": 4, "lr": 1e-2, "batch_size": 40, "patience": None},
+        "stop_at_train_accuracy": None,
         "forget_bias": 0.0,
     },
-    # The authors' settings: hidden 5, r 20, d_a 50, dropout 0.1, Adam 1e-3, batch 50
-    # (they train up to 400 epochs and stop at 100% training accuracy; we keep the
-    # weights best on a validation split, within an epoch budget: see _train_options).
+    # The authors' settings: hidden 5, r 20, d_a 50, dropout 0.1, Adam 1e-3, batch 50,
+    # and their stopping rule: stop at the first epoch with 100% training accuracy
+    # (they checked every 3 steps and kept the checkpoint best on *test* accuracy; we
+    # keep the weights best on a validation split). Networks trained on past that
+    # point saturate and their gradient maps turn away from the box (docs/results-synthetic.md).
     "paper": {
         "datasets": _ALL_SETS,
         "n_train": None,
         "n_test": None,
         "model": {"hidden_size": 5, "r": 20, "d_a": 50, "dropout": 0.1},
-        "train": {"epochs": 12, "lr": 1e-3, "batch_size": 50, "patience": 4},
+        "train": {"epochs": 40, "lr": 1e-3, "batch_size": 50, "patience": 5},
+        "stop_at_train_accuracy": 1.0,
         "forget_bias": 0.0,
     },
     # A setting where every model learns the boxes, so saliency differences are not
@@ -84,7 +88,8 @@ PROFILES = {
         "n_train": None,
         "n_test": None,
         "model": {"hidden_size": 32, "r": 20, "d_a": 50, "dropout": 0.1},
-        "train": {"epochs": 8, "lr": 3e-3, "batch_size": 50, "patience": 3},
+        "train": {"epochs": 20, "lr": 3e-3, "batch_size": 50, "patience": 3},
+        "stop_at_train_accuracy": 1.0,
         "forget_bias": 3.0,
     },
 }
@@ -219,6 +224,23 @@ def _settings_key(settings: dict) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
 
 
+def _train(net, train, val, options, stop_at, *, out_dir, seed, device, progress):
+    """``fit``; with ``stop_at``, one epoch at a time (resuming) until an epoch's
+    training accuracy reaches it: the authors' rule (they stop at 100% training
+    accuracy), which keeps the network from saturating. The weights kept are the
+    best on validation loss up to that epoch."""
+    from .training import fit
+
+    common = {"out_dir": out_dir, "resume": True, "seed": seed, "device": device}
+    if stop_at is None:
+        return fit(net, train, val, progress=progress, **common, **options)
+    for epochs in range(1, options["epochs"] + 1):
+        result = fit(net, train, val, progress=False, **common, **{**options, "epochs": epochs})
+        if result.stopped_early or result.history[-1]["train_acc"] >= stop_at:
+            break
+    return result
+
+
 def _train_options(train: dict, n_fit: int) -> dict:
     """The profile's epoch budget is for the 900 training samples of the 1000-sample
     sets; larger sets (Mixed: 7200) get the same number of updates, at least 3 epochs."""
@@ -257,7 +279,7 @@ def _run_cell(root, profile, dataset, model, seed, device, progress) -> dict:
 
     from .models import build_model
     from .saliency import attribute
-    from .training import evaluate, fit
+    from .training import evaluate
 
     settings = _profile(profile)
     n_train, n_test = settings["n_train"], settings["n_test"]
@@ -278,10 +300,10 @@ def _run_cell(root, profile, dataset, model, seed, device, progress) -> dict:
     _set_forget_bias(net, settings["forget_bias"])
     train_options = _train_options(settings["train"], len(fit_idx))
     t0 = time.time()
-    result = fit(
-        net, (x_fit, y_fit), (x_val, y_val), seed=seed, device=device, progress=progress,
-        out_dir=root / "fits" / f"{dataset}__{model}__{_settings_key(settings)}", resume=True,
-        **train_options,
+    result = _train(
+        net, (x_fit, y_fit), (x_val, y_val), train_options, settings["stop_at_train_accuracy"],
+        out_dir=root / "fits" / f"{dataset}__{model}__{_settings_key(settings)}",
+        seed=seed, device=device, progress=progress,
     )  # fmt: skip
     train_seconds = time.time() - t0
     test_x, test_y = torch.from_numpy(x_test), torch.from_numpy(test.y)
