@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from ._utils import package_versions, write_text
-from .exceptions import InvalidParameterError
+from .exceptions import InputDataError, InvalidParameterError
 
 logger = logging.getLogger(__name__)
 
@@ -222,6 +222,10 @@ def _image(figure: Any, alt: str) -> str:
         if mime is None:
             raise InvalidParameterError(
                 f"Figure {path.name!r}: unsupported image type {path.suffix!r}; use one of {sorted(_MIME)}."
+            )
+        if not path.is_file():
+            raise InputDataError(
+                f"Figure file {path} does not exist: draw it first, or leave it out."
             )
         data = path.read_bytes()
     encoded = base64.b64encode(data).decode("ascii")

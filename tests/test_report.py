@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from fmri_ica.exceptions import InvalidParameterError
+from fmri_ica.exceptions import InputDataError, InvalidParameterError
 from fmri_ica.report import ClassResult, ModelResult, Report, reliability, write_report
 
 CLASSES = ["MOTOR", "WM"]
@@ -231,6 +231,10 @@ def test_linked_viewers_and_bad_inputs(full_report, tmp_path):
     full_report.models[0].classes[0].figures = {"heatmap": tmp_path / "x.tiff"}
     with pytest.raises(InvalidParameterError, match="unsupported image type"):
         write_report(tmp_path / "x.html", full_report)
+    full_report.models[0].classes[0].figures = {"heatmap": tmp_path / "missing.png"}
+    with pytest.raises(InputDataError, match="missing.png does not exist"):
+        write_report(tmp_path / "x.html", full_report)
+    assert not (tmp_path / "x.html").exists()
 
 
 def test_deterministic(full_report, tmp_path):
