@@ -115,3 +115,30 @@ def test_benchmark_resumes_and_records_failures(tmp_path, monkeypatch):
     assert status == {"lstm": "ok", "bilstm": "failed"}
     assert "boom" in table.set_index("model").loc["bilstm", "error"]
     assert "failed" in (tmp_path / "quick" / "table.md").read_text()
+
+
+def test_stop_at_training_accuracy_rule(tmp_path):
+    """The authors' rule: stop at the first epoch with 100% training accuracy."""
+    import torch
+
+    from fmri_ica.models import build_model
+    from fmri_ica.synthetic_benchmark import _train
+
+    data = S.make_dataset("latter", 120, seed=0)
+    train = (data.x[:100], data.y[:100])
+    val = (data.x[100:], data.y[100:])
+    options = {"epochs": 8, "lr": 1e-2, "batch_size": 20, "patience": None}
+    runs = {}
+    for stop in (1.0, None):
+        torch.manual_seed(0)
+        net = build_model("lstm", 100, 2, hidden_size=4, dropout=0.0)
+        common = {"seed": 0, "device": "cpu", "progress": False}
+        runs[stop] = _train(net, train, val, options, stop, out_dir=tmp_path / str(stop), **common)
+    stopped = runs[1.0].history
+    assert stopped[-1]["train_acc"] == 1.0 and len(stopped) < 8
+    assert all(r["train_acc"] < 1.0 for r in stopped[:-1])
+    assert len(runs[None].history) == 8
+    # resumed epoch by epoch == one uninterrupted run, up to the stopping epoch
+    assert [r["train_loss"] for r in stopped] == [
+        r["train_loss"] for r in runs[None].history[: len(stopped)]
+    ]
