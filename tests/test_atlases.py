@@ -371,3 +371,31 @@ def test_labels_masker_carries_the_region_names(tmp_path, affine, rng):
         signals = masker.transform(img)
     assert signals.shape == (5, 3)
     assert list(masker.region_names_.values()) == atlas.region_names
+
+
+def test_downloaded_maps_atlas_is_converted(monkeypatch, tmp_path, affine, rng):
+    from nilearn import datasets
+    from sklearn.utils import Bunch
+
+    maps = nib.Nifti1Image(np.abs(rng.standard_normal((7, 8, 9, 3))).astype(np.float32), affine)
+    table = pd.DataFrame(
+        {
+            "component": [1, 2, 3],
+            "difumo_names": ["m1", "m2", "m3"],
+            "yeo_networks7": ["a", "b", "c"],
+        }
+    )
+    monkeypatch.setattr(datasets, "fetch_atlas_difumo", lambda **kw: Bunch(maps=maps, labels=table))
+    atlas = load_atlas("difumo", dimension=128, cache_dir=tmp_path)
+    assert atlas.kind == "maps" and atlas.region_names == ["m1", "m2", "m3"]
+    assert atlas.labels["network"].tolist() == ["a", "b", "c"] and atlas.options["dimension"] == 128
+
+
+@pytest.mark.slow  # the default 200-parcel build: ~10-20 s
+def test_default_gm_kmeans_200(tmp_path):
+    atlas = load_atlas("gm_kmeans", cache_dir=tmp_path)
+    sizes = np.bincount(np.asarray(atlas.img.dataobj).ravel())[1:]
+    assert atlas.n_regions == 200 and len(sizes) == 200
+    assert sizes.min() > 300 and sizes.max() < 3 * sizes.min()  # compact, similar sizes
+    assert atlas.labels["name"].iloc[100] == "R_parcel_001"
+    assert atlas.labels["network"].nunique() > 5

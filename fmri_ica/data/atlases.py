@@ -633,14 +633,16 @@ def _fetch_online(name: str, options: dict, data_dir, meta: dict) -> Atlas:
     img = nib.load(bunch.maps) if isinstance(bunch.maps, (str, os.PathLike)) else bunch.maps
     data = np.asarray(img.dataobj)
     if data.ndim == 4:
-        table = bunch.labels if isinstance(bunch.get("labels"), pd.DataFrame) else None
-        names = (
-            table["difumo_names"]
-            if table is not None and "difumo_names" in table
-            else [f"map_{i:03d}" for i in range(1, data.shape[-1] + 1)]
-        )
+        n_maps = data.shape[-1]
+        table = bunch.get("labels")
+        if isinstance(table, pd.DataFrame) and "difumo_names" in table:
+            names = list(table["difumo_names"])
+        elif table is not None and len(table) in (n_maps, n_maps + 1):
+            names = [str(n) for n in table][-n_maps:]  # Harvard-Oxford prob: "Background" first
+        else:
+            names = [f"map_{i:03d}" for i in range(1, n_maps + 1)]
         labels = pd.DataFrame({"index": np.arange(1, data.shape[-1] + 1), "name": list(names)})
-        if table is not None and "yeo_networks7" in table:
+        if isinstance(table, pd.DataFrame) and "yeo_networks7" in table:
             labels["network"] = table["yeo_networks7"].astype(str).to_numpy()
         kind = "maps"
     else:
