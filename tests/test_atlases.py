@@ -399,3 +399,13 @@ def test_default_gm_kmeans_200(tmp_path):
     assert sizes.min() > 300 and sizes.max() < 3 * sizes.min()  # compact, similar sizes
     assert atlas.labels["name"].iloc[100] == "R_parcel_001"
     assert atlas.labels["network"].nunique() > 5
+
+
+def test_dropped_regions_are_reported_again_from_the_cache(tmp_path, affine):
+    target = nib.Nifti1Image(np.zeros((7, 8, 9), np.float32), affine)  # a corner of the brain
+    with pytest.warns(UserWarning, match="are dropped") as first:
+        atlas = load_atlas("power264", target_img=target, cache_dir=tmp_path)
+    with pytest.warns(UserWarning, match="are dropped") as again:
+        cached = load_atlas("power264", target_img=target, cache_dir=tmp_path)
+    assert str(first[0].message) == str(again[0].message)
+    assert cached.dropped == atlas.dropped and len(atlas.dropped) == 264 - atlas.n_regions > 0

@@ -492,14 +492,15 @@ def test_two_jobs_equal_one_job(hcp, tmp_path):
 
 def test_builtin_atlas_by_name_in_the_batch(hcp, tmp_path, cache):
     runs, _ = hcp
-    summary = parcellate(
-        runs[:1],
-        "gm_kmeans",
-        tmp_path / "o",
-        atlas_options={"n_regions": 20},
-        cache_dir=cache,
-        progress=False,
-    )
+    with pytest.warns(UserWarning, match="are dropped"):
+        summary = parcellate(
+            runs[:1],
+            "gm_kmeans",
+            tmp_path / "o",
+            atlas_options={"n_regions": 20},
+            cache_dir=cache,
+            progress=False,
+        )
     # The 7x8x9 3 mm test grid covers only a corner of the brain: most parcels are dropped.
     assert summary.ok, summary
     data, sidecar = load_timeseries(find_timeseries(tmp_path / "o", atlas="gm_kmeans")[0])
@@ -571,3 +572,20 @@ def test_atlas_object_and_confounds_in_the_batch(hcp, tmp_path):
     np.testing.assert_array_equal(data, expected)
     without = extract_timeseries(runs[0], atlas)
     assert np.abs(data - without).max() > 1e-3  # the confounds were regressed out
+
+
+def test_an_atlas_that_cannot_be_had_fails_before_any_run(hcp, tmp_path):
+    from fmri_ica.exceptions import AtlasUnavailableError
+
+    runs, _ = hcp
+    with pytest.raises(AtlasUnavailableError, match="schaefer2018"):
+        parcellate(
+            runs,
+            "schaefer2018",
+            tmp_path / "o",
+            atlas_options={"data_dir": str(tmp_path)},
+            progress=False,
+        )
+    with pytest.raises(InputDataError, match="Cannot read atlas file"):
+        parcellate(runs, str(tmp_path / "missing.nii.gz"), tmp_path / "o", progress=False)
+    assert find_timeseries(tmp_path / "o") == []

@@ -437,6 +437,14 @@ def load_atlas(
     if atlas is None:
         atlas = _build(name, entry, options, target_img, mask_img, data_dir, cache)
         _write_cache(cache, key, atlas)
+    elif atlas.dropped:  # warn as the build did
+        names = ", ".join(str(d["name"]) for d in atlas.dropped)
+        warnings.warn(
+            f"Atlas {name!r}: {len(atlas.dropped)} of {atlas.n_regions + len(atlas.dropped)} "
+            f"regions have {atlas.dropped[0]['reason']} and are dropped: {names}.",
+            UserWarning,
+            stacklevel=2,
+        )
     return atlas
 
 

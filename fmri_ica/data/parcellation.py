@@ -52,7 +52,7 @@ from .._utils import (
 )
 from .._utils import progress as _progress
 from ..exceptions import InputDataError, InvalidParameterError, OutputBusyError
-from .atlases import Atlas, load_atlas
+from .atlases import Atlas, list_atlases, load_atlas
 from .runs import Run
 
 __all__ = [
@@ -472,6 +472,8 @@ def parcellate(
     ------
     InvalidParameterError
         Bad shard / option, or an output folder that cannot be written.
+    AtlasUnavailableError, InputDataError
+        The atlas cannot be downloaded or read (checked before any run).
     """
     out_dir = _writable_dir(out_dir)
     unknown = set(extract_options) - set(_EXTRACT_DEFAULTS)
@@ -481,6 +483,7 @@ def parcellate(
     index, count = parse_shard(shard)
     selected = sorted(runs, key=lambda r: r.key)[index::count]
     spec = _AtlasSpec(atlas, dict(atlas_options or {}), cache_dir)
+    spec.check()
     settings = {
         "extract": {**_EXTRACT_DEFAULTS, **extract_options},
         "hrf_delay": float(hrf_delay),
@@ -620,6 +623,15 @@ class _AtlasSpec:
             identity["sha256"] = sha256_file(self.atlas)
         return identity
 
+    def check(self) -> None:
+        """Fail once, before any run, for an atlas that cannot be had (file, download)."""
+        if isinstance(self.atlas, Atlas):
+            return
+        catalogue = {e["name"]: e for e in list_atlases().to_dict("records")}
+        entry = catalogue.get(str(self.atlas))
+        if entry is None or not entry["offline"]:
+            load_atlas(self.atlas, cache_dir=self.cache_dir, **self.options)
+
     def on_grid(self, bold: Path) -> Atlas:
         if isinstance(self.atlas, Atlas):
             return self.atlas.resample_to(nib.load(bold))
@@ -674,6 +686,8 @@ def _parcellate_one(run: Run, spec: _AtlasSpec, settings: dict, tsv: Path, param
         **extract,
     )
     kept = kept_frames(n_frames, sample_mask)
+    # The sidecar marks a finished run: remove an old one before replacing its TSV.
+    tsv.with_suffix(".json").unlink(missing_ok=True)
     with atomic_path(tsv) as tmp:
         frame = pd.DataFrame(data, columns=atlas.region_names)
         frame.to_csv(tmp, sep="\t", index=False, float_format="%.9g", lineterminator="\n")
