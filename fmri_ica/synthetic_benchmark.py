@@ -30,9 +30,12 @@ from .data.synthetic import DATASETS, DISPLAY_NAMES, make_split
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "COMPARE_OPTIONS",
     "MODELS",
     "PAPER_TABLE1",
     "PROFILES",
+    "compare_methods",
+    "format_methods_table",
     "format_table",
     "plot_benchmark",
     "run_cell",
@@ -282,13 +285,7 @@ def _run_cell(root, profile, dataset, model, seed, device, progress) -> dict:
     from .training import evaluate
 
     settings = _profile(profile)
-    n_train, n_test = settings["n_train"], settings["n_test"]
-    train, test = make_split(dataset, n_train, n_test, seed=seed)
-    order = np.random.default_rng(seed).permutation(len(train))
-    n_val = max(2, int(round(_VAL_SHARE * len(train))))
-    val_idx, fit_idx = order[:n_val], order[n_val:]
-    x_fit, x_val, x_test = _standardise(train.x[fit_idx], train.x[val_idx], test.x)
-    y_fit, y_val = train.y[fit_idx], train.y[val_idx]
+    (x_fit, y_fit), (x_val, y_val), (x_test, test) = _splits(settings, dataset, seed)
 
     kind, fixed, _ = MODELS[model]
     options = dict(settings["model"])
@@ -298,11 +295,11 @@ def _run_cell(root, profile, dataset, model, seed, device, progress) -> dict:
     seed_everything(seed)
     net = build_model(kind, x_fit.shape[2], 2, **options)
     _set_forget_bias(net, settings["forget_bias"])
-    train_options = _train_options(settings["train"], len(fit_idx))
+    train_options = _train_options(settings["train"], len(y_fit))
     t0 = time.time()
     result = _train(
         net, (x_fit, y_fit), (x_val, y_val), train_options, settings["stop_at_train_accuracy"],
-        out_dir=root / "fits" / f"{dataset}__{model}__{_settings_key(settings)}",
+        out_dir=_fit_dir(root, settings, dataset, model),
         seed=seed, device=device, progress=progress,
     )  # fmt: skip
     train_seconds = time.time() - t0
@@ -313,7 +310,7 @@ def _run_cell(root, profile, dataset, model, seed, device, progress) -> dict:
     dev = next(net.parameters()).device
     sal = attribute(net, test_x.to(dev), test_y.to(dev), method="gradient", batch_size=100)
     record = {
-        "n_train": len(fit_idx), "n_val": len(val_idx), "n_test": len(test),
+        "n_train": len(y_fit), "n_val": len(y_val), "n_test": len(test),
         "model_options": options, "train_options": train_options,
         "best_epoch": result.best_epoch, "epochs_run": len(result.history),
         "val_accuracy": result.best_val_accuracy, "accuracy": scores["accuracy"],
@@ -324,14 +321,25 @@ def _run_cell(root, profile, dataset, model, seed, device, progress) -> dict:
     return record
 
 
-def _score(saliency: np.ndarray, mask: np.ndarray, root: Path, dataset: str, model: str) -> dict:
-    """Per-sample metrics averaged over the test set; saves mean map and curves."""
+def _splits(settings: dict, dataset: str, seed: int):
+    """(x_fit, y_fit), (x_val, y_val), (x_test, test data set): standardised on x_fit."""
+    train, test = make_split(dataset, settings["n_train"], settings["n_test"], seed=seed)
+    order = np.random.default_rng(seed).permutation(len(train))
+    n_val = max(2, int(round(_VAL_SHARE * len(train))))
+    val_idx, fit_idx = order[:n_val], order[n_val:]
+    x_fit, x_val, x_test = _standardise(train.x[fit_idx], train.x[val_idx], test.x)
+    return (x_fit, train.y[fit_idx]), (x_val, train.y[val_idx]), (x_test, test)
+
+
+def _fit_dir(root: Path, settings: dict, dataset: str, model: str) -> Path:
+    return Path(root) / "fits" / f"{dataset}__{model}__{_settings_key(settings)}"
+
+
+def _metrics(scaled: np.ndarray, mask: np.ndarray) -> dict:
+    """Per-sample metrics of min-max scaled maps, as arrays (samples,)."""
     from .saliency import metrics as M
 
-    scaled = M.minmax_scale(saliency)
-    curve = M.saliency_over_time(scaled)
-    binned = M.saliency_over_time(scaled, n_bins=_N_BINS)
-    scores = {
+    return {
         "wjac": M.weighted_jaccard(scaled, mask),
         "euc": M.euclidean_distance(scaled, mask),
         "auroc": M.auroc(scaled, mask),
@@ -339,6 +347,16 @@ def _score(saliency: np.ndarray, mask: np.ndarray, root: Path, dataset: str, mod
         "precision_at_mask": M.precision_at_mask_size(scaled, mask),
         "mass_last_10pct": M.mass_in_last(scaled, 0.1),
     }
+
+
+def _score(saliency: np.ndarray, mask: np.ndarray, root: Path, dataset: str, model: str) -> dict:
+    """Per-sample metrics averaged over the test set; saves mean map and curves."""
+    from .saliency import metrics as M
+
+    scaled = M.minmax_scale(saliency)
+    curve = M.saliency_over_time(scaled)
+    binned = M.saliency_over_time(scaled, n_bins=_N_BINS)
+    scores = _metrics(scaled, mask)
     with atomic_path(_cell_path(root, dataset, model).with_suffix(".npz")) as tmp:
         np.savez_compressed(
             tmp, mean_map=scaled.mean(axis=0).astype(np.float32),
@@ -348,6 +366,97 @@ def _score(saliency: np.ndarray, mask: np.ndarray, root: Path, dataset: str, mod
     out["wjac_std"] = float(np.std(scores["wjac"]))
     out["time_bins"] = binned.mean(axis=0).tolist()
     return out
+
+
+#: Settings of the attribution methods in :func:`compare_methods` (cheap but fair).
+COMPARE_OPTIONS = {
+    "gradient": {},
+    "input_x_gradient": {},
+    "integrated_gradients": {"n_steps": 32, "internal_batch_size": 512},
+    "smoothgrad": {"nt_samples": 16},
+    "gradient_shap": {"n_samples": 16},
+    "occlusion": {"window": (10, 10)},
+    "tsr": {},
+}
+
+
+def compare_methods(
+    out_dir, profile, *, datasets, models, methods, n_samples=50, n_tsr=5, seed=0, device=None
+):
+    """Score several attribution methods on the models a benchmark run trained.
+
+    Uses the weights of finished cells (``fits/.../best``) and the first ``n_samples``
+    test samples (``n_tsr`` for ``tsr``, which costs ~0.45 T N gradients per sample).
+    Each (data set, model, method) is written to ``methods/<...>.json`` and skipped
+    when present. Returns a DataFrame, also written to ``methods.csv``.
+    """
+    import json
+
+    import pandas as pd
+    import torch
+
+    from .saliency import attribute
+    from .saliency import metrics as M
+    from .training import load_model
+
+    settings = _profile(profile)
+    root = Path(out_dir) / profile
+    rows = []
+    for dataset in datasets:
+        _, _, (x_test, test) = _splits(settings, dataset, seed)
+        for model in models:
+            best = _fit_dir(root, settings, dataset, model) / "best"
+            for method in methods:
+                check_option("methods", method, COMPARE_OPTIONS)
+                path = root / "methods" / f"{dataset}__{model}__{method}.json"
+                if path.exists():
+                    rows.append(json.loads(path.read_text()))
+                    continue
+                record = {"dataset": dataset, "model": model, "method": method}
+                try:
+                    net = load_model(best, map_location=device or "cpu")
+                    n = n_tsr if method == "tsr" else n_samples
+                    x = torch.from_numpy(x_test[:n]).to(next(net.parameters()).device)
+                    y = torch.from_numpy(test.y[:n]).to(x.device)
+                    t0 = time.time()
+                    options = {"seed": seed, **COMPARE_OPTIONS[method]}
+                    sal = attribute(net, x, y, method=method, batch_size=64, **options)
+                    scaled = M.minmax_scale(sal.cpu().numpy())
+                    scores = _metrics(scaled, test.mask[:n])
+                    record.update({k: float(np.nanmean(v)) for k, v in scores.items()})
+                    record.update(status="ok", n_samples=n, seconds=time.time() - t0)
+                except Exception as error:  # recorded; the others go on
+                    logger.exception("method %s on %s / %s failed", method, dataset, model)
+                    record.update(status="failed", error=f"{type(error).__name__}: {error}")
+                write_json(path, record)
+                rows.append(record)
+    table = pd.DataFrame(rows)
+    with atomic_path(root / "methods.csv") as tmp:
+        table.to_csv(tmp, index=False)
+    _write_text(root / "methods.md", format_methods_table(table))
+    return table
+
+
+def format_methods_table(table) -> str:
+    """Markdown: one row per (data set, model, method) with WJac, Euc, AUROC, AUPRC,
+    precision at the mask size and the saliency share in the last 10% of steps."""
+    keys = ("wjac", "euc", "auroc", "auprc", "precision_at_mask", "mass_last_10pct")
+    lines = [
+        "| data set | model | method | WJac | Euc | AUROC | AUPRC | prec@mask | last 10% | n |",
+        "|---" * 10 + "|",
+    ]
+    for _, r in table.iterrows():
+        if r.get("status") != "ok":
+            values = [str(r.get("status"))] + [""] * (len(keys) - 1) + [""]
+        else:
+            values = [f"{r[k]:.3f}" for k in keys] + [str(int(r["n_samples"]))]
+        name = MODELS[r["model"]][2]
+        lines.append(
+            f"| {DISPLAY_NAMES[r['dataset']]} | {name} | {r['method']} | "
+            + " | ".join(values)
+            + " |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def write_summary(root, datasets, models):

@@ -89,6 +89,17 @@ def test_quick_benchmark_input_cell_attention_beats_lstm_on_earlier(tmp_path):
         assert (root / name).stat().st_size > 0
     assert "| LSTM | 0.0" in (root / "table.md").read_text()
 
+    from fmri_ica.synthetic_benchmark import compare_methods
+
+    methods = compare_methods(
+        tmp_path, "quick", datasets=["earlier"], models=["lstm", "ica_mean"],
+        methods=["gradient", "integrated_gradients"], n_samples=6,
+    )  # fmt: skip
+    assert (methods["status"] == "ok").all() and len(methods) == 4
+    ig = methods[methods["method"] == "integrated_gradients"].set_index("model")
+    assert ig.loc["ica_mean", "mass_last_10pct"] < ig.loc["lstm", "mass_last_10pct"]
+    assert (root / "methods.md").read_text().count("| Earlier |") == 4
+
 
 def test_benchmark_resumes_and_records_failures(tmp_path, monkeypatch):
     import json

@@ -34,10 +34,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     syn.add_argument("--seed", type=int, default=0, help="seed of data and training; default 0")
     syn.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     syn.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    syn.add_argument(
+        "--methods",
+        nargs="+",
+        help="afterwards, score these attribution methods on the trained models "
+        "(gradient input_x_gradient integrated_gradients smoothgrad gradient_shap "
+        "occlusion tsr); writes OUT/<profile>/methods.csv and methods.md",
+    )
+    syn.add_argument(
+        "--method-samples", type=int, default=50, help="test samples per method; default 50"
+    )
+    syn.add_argument(
+        "--tsr-samples", type=int, default=5, help="test samples for tsr (costly); default 5"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..synthetic_benchmark import format_table, run_synthetic_benchmark
+    from ..synthetic_benchmark import (
+        compare_methods,
+        format_methods_table,
+        format_table,
+        run_synthetic_benchmark,
+    )
 
     results = run_synthetic_benchmark(
         args.out,
@@ -49,6 +67,20 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     print(format_table(results), end="")
+    if args.methods:
+        done = results[results["status"] == "ok"]
+        table = compare_methods(
+            args.out,
+            args.profile,
+            datasets=list(dict.fromkeys(done["dataset"])),
+            models=list(dict.fromkeys(done["model"])),
+            methods=args.methods,
+            n_samples=args.method_samples,
+            n_tsr=args.tsr_samples,
+            seed=args.seed,
+            device=args.device,
+        )
+        print(format_methods_table(table), end="")
     failed = results[results["status"] != "ok"]
     for _, row in failed.iterrows():
         print(f"cell {row['dataset']} / {row['model']}: {row['status']} {row.get('error', '')}")
