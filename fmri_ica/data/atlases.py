@@ -30,6 +30,7 @@ keeps at least the free in-mask voxel nearest to its centre, if one lies within
 from __future__ import annotations
 
 import hashlib
+import inspect
 import io
 import json
 import logging
@@ -253,12 +254,11 @@ class Atlas:
         kwargs.setdefault("resampling_target", "data")
         if self.kind == "maps":
             return NiftiMapsMasker(maps_img=self.img, **kwargs)
-        lut = pd.DataFrame(
-            {
-                "index": [0, *self.labels["index"].astype(int)],
-                "name": ["Background", *self.labels["name"]],
-            }
-        )
+        index = [0, *self.labels["index"].astype(int)]
+        names = ["Background", *self.labels["name"]]
+        if "lut" not in inspect.signature(NiftiLabelsMasker).parameters:  # nilearn < 0.12
+            return NiftiLabelsMasker(labels_img=self.img, labels=names, **kwargs)
+        lut = pd.DataFrame({"index": index, "name": names})
         return NiftiLabelsMasker(labels_img=self.img, lut=lut, **kwargs)
 
     def on_grid(self, img) -> bool:

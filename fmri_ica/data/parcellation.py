@@ -128,7 +128,8 @@ def extract_timeseries(
     high_pass, low_pass : float, optional
         Butterworth cut-offs (Hz). One needs >= 19 frames, both >= 34.
     mask_img : Niimg-like, optional
-        Brain mask: atlas voxels outside it are ignored.
+        Brain mask: atlas voxels outside it are ignored. A run's own mask (``run.mask``)
+        is not applied unless given here, so that every run keeps the same regions.
     task_on : array of bool, shape (n_frames,), optional
         Task-ON frames of the whole run (for ``"psc"``).
 
