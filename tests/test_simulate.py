@@ -20,7 +20,8 @@ from fmri_ica.data.simulate import (
 )
 from fmri_ica.exceptions import InvalidParameterError
 
-SMALL = dict(tasks=("MOTOR", "WM"), frames=40, voxel_size=8.0, progress=False, n_jobs=1)
+SMALL = dict(tasks=("MOTOR", "WM"), frames=40, voxel_size=8.0, signal=2.0, progress=False,
+             n_jobs=1)
 
 
 @pytest.fixture(scope="module")
@@ -230,12 +231,12 @@ def test_rerun_skips_finished_runs_and_refuses_other_parameters(dataset):
     assert bold.stat().st_mtime_ns == before
     assert again.ground_truth["runs"] == dataset.ground_truth["runs"]
     with pytest.raises(InvalidParameterError, match="signal"):
-        simulate_hcp(dataset.path, n_subjects=3, signal=0.5, **SMALL)
+        simulate_hcp(dataset.path, n_subjects=3, **{**SMALL, "signal": 0.5})
 
 
 def test_zero_signal_is_a_noise_only_control(dataset, tmp_path):
-    control = simulate_hcp(tmp_path / "control", n_subjects=1, signal=0.0,
-                           **{**SMALL, "tasks": ("MOTOR",)})
+    control = simulate_hcp(tmp_path / "control", n_subjects=1,
+                           **{**SMALL, "tasks": ("MOTOR",), "signal": 0.0})
     truth = dataset.ground_truth
     atlas = np.asarray(nib.load(dataset.path / truth["atlas"]["image"]).dataobj)
     responding = np.isin(atlas, truth["tasks"]["MOTOR"]["planted_regions"]
@@ -280,3 +281,22 @@ def test_cli_writes_a_data_set(tmp_path, caplog):
     img = nib.load(_run_dir(out, "100001", "EMOTION", "LR") / "tfMRI_EMOTION_LR.nii.gz")
     assert img.shape[-1] == 20
     assert json.loads((out / "ground_truth.json").read_text())["seed"] == 3
+
+
+def test_cli_defaults_are_the_library_defaults():
+    import argparse
+    import inspect
+
+    from fmri_ica.cli import simulate as cli
+
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    args = vars(parser.parse_args(["out"]))
+    names = {"subjects": "n_subjects", "task_regions": "n_task_regions",
+             "shared_regions": "n_shared_regions", "jobs": "n_jobs"}
+    defaults = {k: p.default for k, p in inspect.signature(simulate_hcp).parameters.items()}
+    for option, value in args.items():
+        name = names.get(option, option)
+        if name in defaults:
+            expected = defaults[name]
+            assert value == (list(expected) if isinstance(expected, tuple) else expected), option

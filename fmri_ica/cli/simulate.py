@@ -46,9 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="voxel size of the MNI grid in mm (default 6; 2 = HCP's grid)")
     parser.add_argument("--t-r", type=float, default=0.72, metavar="S",
                         help="repetition time in seconds (default 0.72)")
-    parser.add_argument("--signal", type=float, default=2.0,
+    parser.add_argument("--signal", type=float, default=3.0,
                         help="task response in planted regions, in units of the noise std "
-                        "(default 2.0; 0 = noise-only control)")
+                        "(default 3.0; 0 = noise-only control)")
     parser.add_argument("--noise", type=float, default=1.0,
                         help="region noise std in percent signal change (default 1.0)")
     parser.add_argument("--motion", type=float, default=1.0,
