@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import _VF, nn
-from torch.nn.utils.rnn import pack_padded_sequence
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from ..exceptions import InputDataError, InvalidParameterError
 
@@ -78,7 +78,7 @@ def make_rnn(cell_type: str, input_size: int, hidden_size: int, num_layers: int,
 
 
 def run_rnn(rnn: nn.RNNBase, inputs: torch.Tensor, lengths: torch.Tensor,
-            input_weights: list[torch.Tensor] | None = None):
+            input_weights: list[torch.Tensor] | None = None, outputs: bool = False):
     """Run ``rnn`` over the valid steps only; return (outputs, final hidden states).
 
     Parameters
@@ -94,42 +94,55 @@ def run_rnn(rnn: nn.RNNBase, inputs: torch.Tensor, lengths: torch.Tensor,
         lets the first layer take pre-projected gate inputs, which ``nn.RNNBase.forward``
         cannot (it checks ``F == input_size``). We then call the same fused kernel it
         calls (``torch._VF``) with the module's other weights.
+    outputs : bool, default=False
+        Also return the last layer's outputs.
 
     Returns
     -------
-    packed_outputs : torch.nn.utils.rnn.PackedSequence
-        Last-layer outputs.
+    outputs : torch.Tensor or None
+        (batch, time, dirs * H), zero at padded steps.
     h_n : torch.Tensor
         (num_layers * num_directions, batch, H), in the input's batch order; for a
         direction run forward it is the state at the last valid step.
     """
-    packed = pack_padded_sequence(inputs, lengths, batch_first=True, enforce_sorted=False)
+    n_steps = inputs.shape[1]
+    # Packing sorts and copies the batch: skip it when nothing is padded.
+    packed = bool((lengths < n_steps).any())
+    if packed:
+        inputs = pack_padded_sequence(inputs, lengths, batch_first=True, enforce_sorted=False)
     if input_weights is None:
-        out, h_n = rnn(packed)
+        out, h_n = rnn(inputs)
     else:
-        out, h_n = _run_fused(rnn, packed, input_weights)
+        out, h_n = _run_fused(rnn, inputs, input_weights)
     if isinstance(h_n, tuple):
         h_n = h_n[0]
-    return out, h_n
+    if outputs and packed:
+        out = pad_packed_sequence(out, batch_first=True, total_length=n_steps)[0]
+    return (out if outputs else None), h_n
 
 
-def _run_fused(rnn, packed, input_weights):
+def _run_fused(rnn, inputs, input_weights):
     names = ["weight_ih_l0", "weight_ih_l0_reverse"][: len(input_weights)]
     replace = dict(zip(names, input_weights, strict=True))
     weights = [replace.get(n, w) for n, w in zip(rnn._flat_weights_names, rnn._flat_weights,
                                                   strict=True)]
-    n_dirs = 2 if rnn.bidirectional else 1
-    h0 = packed.data.new_zeros(rnn.num_layers * n_dirs, int(packed.batch_sizes[0]),
-                               rnn.hidden_size)
     kind = "lstm" if isinstance(rnn, nn.LSTM) else "gru" if isinstance(rnn, nn.GRU) else "rnn"
     if kind == "rnn" and rnn.nonlinearity != "tanh":
         raise InvalidParameterError("Only tanh nn.RNN cells are supported.")
+    is_packed = isinstance(inputs, PackedSequence)
+    data = inputs.data if is_packed else inputs
+    batch = int(inputs.batch_sizes[0]) if is_packed else inputs.shape[0]
+    n_dirs = 2 if rnn.bidirectional else 1
+    h0 = data.new_zeros(rnn.num_layers * n_dirs, batch, rnn.hidden_size)
     hx = (h0, h0) if kind == "lstm" else h0
-    result = _FUSED[kind](packed.data, packed.batch_sizes, hx, weights, rnn.bias,
-                          rnn.num_layers, float(rnn.dropout), rnn.training, rnn.bidirectional)
-    out = type(packed)(result[0], packed.batch_sizes, packed.sorted_indices,
-                       packed.unsorted_indices)
-    return out, result[1].index_select(1, packed.unsorted_indices)
+    settings = (rnn.bias, rnn.num_layers, float(rnn.dropout), rnn.training, rnn.bidirectional)
+    if not is_packed:
+        result = _FUSED[kind](data, hx, weights, *settings, True)  # batch_first
+        return result[0], result[1]
+    result = _FUSED[kind](data, inputs.batch_sizes, hx, weights, *settings)
+    out = PackedSequence(result[0], inputs.batch_sizes, inputs.sorted_indices,
+                         inputs.unsorted_indices)
+    return out, result[1].index_select(1, inputs.unsorted_indices)
 
 
 def last_layer_state(h_n: torch.Tensor, n_dirs: int) -> torch.Tensor:

@@ -67,7 +67,8 @@ class InputCellAttention(nn.Module):
 
         O(T^2 r) memory: meant for inspection and plots, not for the forward pass.
         """
-        s, log_z = self._scores_and_log_norm(x, valid)
+        s = self.scores(x)
+        log_z = torch.logcumsumexp(s, dim=1)
         causal = _causal_mask(x.shape[1], x.device)
         logits = s.transpose(1, 2)[:, :, None, :] - log_z.transpose(1, 2)[:, :, :, None]
         return torch.exp(logits.masked_fill(~causal, -math.inf))
@@ -87,14 +88,12 @@ class InputCellAttention(nn.Module):
         torch.Tensor
             (batch, time, N); rows at padded steps are finite but meaningless.
         """
-        s, log_z = self._scores_and_log_norm(x, valid)
-        factors = _factors(s, log_z, valid)
+        s = self.scores(x)
+        factors = _factors(s, valid)
         if factors is not None:
-            p, q = factors
-            # (1/r) sum_k q_tk p_sk, one (T x r)(r x T) GEMM; the tril keeps s <= t.
-            mixing = torch.tril(q @ p.transpose(1, 2)) / self.r
-        else:
-            mixing = checkpoint(_stable_mean_mixing, s, log_z, use_reentrant=False)
+            return _chunked_mean(x, *factors)
+        log_z = torch.logcumsumexp(s, dim=1)
+        mixing = checkpoint(_stable_mean_mixing, s, log_z, use_reentrant=False)
         return mixing @ x
 
     def matrix_gates(
@@ -125,12 +124,13 @@ class InputCellAttention(nn.Module):
         (batch, r, time, time) is ever stored; the norm comes from the same block at
         O(T N) per hop, cheaper than the O(T^2 N) Gram-matrix route.
         """
-        s, log_z = self._scores_and_log_norm(x, valid)
+        s = self.scores(x)
         w = weight.reshape(weight.shape[0], self.r, self.n_features).transpose(0, 1)
-        factors = _factors(s, log_z, valid)
+        factors = _factors(s, valid)
         if factors is not None:
             gates, sq_norm = _MatrixGates.apply(x, *factors, w)
         else:
+            log_z = torch.logcumsumexp(s, dim=1)
             gates, sq_norm = 0.0, 0.0
             for k in range(self.r):
                 g_k, n_k = checkpoint(
@@ -141,17 +141,16 @@ class InputCellAttention(nn.Module):
         norm = torch.sqrt(sq_norm.clamp_min(NORM_EPS**2))
         return gates / norm[..., None]
 
-    def _scores_and_log_norm(self, x, valid):
-        s = self.scores(x)
-        # Padded steps come after the valid ones, so they never enter L_t at a valid t.
-        return s, torch.logcumsumexp(s, dim=1)
-
     def extra_repr(self) -> str:
         return f"n_features={self.n_features}, r={self.r}, d_a={self.d_a}"
 
 
-def _factors(s, log_z, valid):
-    """``(p, q)`` with ``A[k,t,s] = q_tk p_sk``, or None when the score range is too wide."""
+def _factors(s, valid):
+    """``(p, q)`` with ``A[k,t,s] = q_tk p_sk``, or None when the score range is too wide.
+
+    Padded steps come after the valid ones, so they never enter a valid step's prefix;
+    they are left out of the range so that padding cannot change the numerics.
+    """
     big = torch.finfo(s.dtype).max
     mask = valid[..., None]
     top = s.masked_fill(~mask, -big).amax(dim=1, keepdim=True)
@@ -159,7 +158,35 @@ def _factors(s, log_z, valid):
     if bool(((top - bottom) > math.log(big) / 2).any()):
         return None
     centre = ((top + bottom) / 2).detach()  # any constant is exact; detach saves work
-    return torch.exp(s - centre), torch.exp(centre - log_z)
+    p = torch.exp(s - centre)
+    # 1 / cumsum(p) = exp(c - L): the cumsum is >= exp(-range/2), so neither it nor the
+    # 1/Z^2 of its gradient can overflow within the range limit.
+    return p, 1.0 / torch.cumsum(p, dim=1)
+
+
+def _chunked_mean(x, p, q, chunk: int = 32):
+    """``(1/r) sum_k q_tk sum_{s<=t} p_sk x_s``: (batch, time, N), chunk by chunk.
+
+    Within a chunk of C steps the causal weights are a dense (C x C) product; earlier
+    chunks enter through their running sums ``sum_s p_sk x_s`` (r x N per chunk), as in
+    chunked linear attention. Cost O(T N (C + 2r)) instead of O(T^2 N) for one
+    (T x T) mixing matrix.
+    """
+    batch, n_steps, n_features = x.shape
+    r = p.shape[2]
+    size = min(chunk, n_steps)
+    n_chunks = -(-n_steps // size)
+    pad = n_chunks * size - n_steps
+    if pad:  # p = 0 on the extra steps: they add nothing
+        x, p, q = (torch.nn.functional.pad(v, (0, 0, 0, pad)) for v in (x, p, q))
+    xc = x.reshape(batch, n_chunks, size, n_features)
+    pc, qc = p.reshape(batch, n_chunks, size, r), q.reshape(batch, n_chunks, size, r)
+    out = (qc @ pc.transpose(-1, -2)).tril_() @ xc
+    if n_chunks > 1:
+        sums = pc.transpose(-1, -2) @ xc  # (batch, chunks, r, N)
+        before = torch.cat([torch.zeros_like(sums[:, :1]), sums[:, :-1].cumsum(1)], dim=1)
+        out = out + qc @ before
+    return out.reshape(batch, n_chunks * size, n_features)[:, :n_steps] / r
 
 
 def _causal_mask(n_steps: int, device) -> torch.Tensor:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pad_packed_sequence
 
 from ._common import init_weights, last_layer_state, make_rnn, prepare_inputs, run_rnn
 
@@ -100,7 +99,6 @@ class SelfAttentionClassifier(nn.Module):
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (batch, n_classes) for ``x``: (batch, time, N), ``lengths``: (batch,)."""
         x, lengths, valid = prepare_inputs(x, lengths, self.n_features)
-        packed, _ = run_rnn(self.rnn, self.dropout(x), lengths)
-        states, _ = pad_packed_sequence(packed, batch_first=True, total_length=x.shape[1])
+        states, _ = run_rnn(self.rnn, self.dropout(x), lengths, outputs=True)
         attended = torch.einsum("btr,btd->bd", self.weights(states, valid), states)
         return self.head(self.dropout(attended / self.attention.w2.out_features))
