@@ -64,7 +64,8 @@ def prepare_inputs(x, lengths, n_features: int):
     x = x[:, :n_steps]
     valid = torch.arange(n_steps)[None, :] < lengths[:, None]
     valid = valid.to(x.device)
-    x = torch.where(valid[..., None], x, torch.zeros((), dtype=x.dtype, device=x.device))
+    if bool((lengths < n_steps).any()):
+        x = torch.where(valid[..., None], x, torch.zeros((), dtype=x.dtype, device=x.device))
     return x, lengths, valid
 
 

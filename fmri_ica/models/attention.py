@@ -6,16 +6,22 @@ on ``x_s`` only (never on the hidden state), so every ``M_t`` can be built befor
 recurrence from causal prefix sums -- O(T) tensor work instead of the research code's
 O(T^2) Python loop over ``t``.
 
-Numerics. With ``L_tk = logcumsumexp_s(S_sk)`` the exact weights are
-``A[k, t, s] = exp(S_sk - L_tk)``. We factor them as ``q_tk * p_sk`` with
-``p_sk = exp(S_sk - c_k)`` and ``q_tk = exp(c_k - L_tk)``, where ``c_k`` is the midpoint
-of the hop's score range over the valid steps of each sequence. Both factors then lie in
-``[exp(-range/2 - log T), exp(range/2)]``, so they neither overflow nor leave the normal
-floating-point range while ``range <= log(finfo.max) / 2`` (44 in float32, 354 in
-float64). The scores are bounded by the tanh, and Xavier-initialised or trained weights
-stay far below that. When a batch does exceed it, we switch to an exact per-hop
-evaluation of ``exp(S_sk - L_tk)`` (never a shifted product), recomputed in the backward
-pass instead of stored: slower, equally exact, never inf/NaN.
+Numerics. The exact weights are ``A[k, t, s] = exp(S_sk - L_tk)`` with
+``L_tk = logcumsumexp_s(S_sk)``. We factor them as ``q_tk * p_sk`` with
+``p_sk = exp(S_sk - c_k)`` and ``q_tk = 1 / sum_{s<=t} p_sk``, where ``c_k`` is the
+midpoint of the hop's score range over the valid steps of each sequence. Then
+``p`` lies in ``[exp(-range/2), exp(range/2)]`` and ``q`` below ``exp(range/2)``, so nothing
+(nor the ``1/Z^2`` of the backward pass) overflows or leaves the normal floating-point
+range while ``range <= log(finfo.max) / 2`` (44 in float32, 354 in float64). The scores
+are bounded by the tanh, and Xavier-initialised or trained weights stay far below that.
+When a batch does exceed it, we switch to an exact per-hop evaluation of
+``exp(S_sk - L_tk)`` (never a shifted product), recomputed in the backward pass instead
+of stored: slower, equally exact, never inf/NaN.
+
+Forms. ``mean``: ``(1/r) sum_k q_tk sum_{s<=t} p_sk x_s``, computed in chunks of 32
+steps (dense causal product inside a chunk, running sums across chunks):
+O(T N (C + 2r)) work, O(T N) memory. ``matrix``: ``W vec(M_t) / ||M_t||`` hop by hop,
+see :meth:`InputCellAttention.matrix_gates`.
 """
 
 from __future__ import annotations
@@ -152,12 +158,13 @@ def _factors(s, valid):
     they are left out of the range so that padding cannot change the numerics.
     """
     big = torch.finfo(s.dtype).max
-    mask = valid[..., None]
-    top = s.masked_fill(~mask, -big).amax(dim=1, keepdim=True)
-    bottom = s.masked_fill(~mask, big).amin(dim=1, keepdim=True)
+    detached, mask = s.detach(), valid[..., None]
+    padded = not bool(valid.all())
+    top = (detached.masked_fill(~mask, -big) if padded else detached).amax(1, keepdim=True)
+    bottom = (detached.masked_fill(~mask, big) if padded else detached).amin(1, keepdim=True)
     if bool(((top - bottom) > math.log(big) / 2).any()):
         return None
-    centre = ((top + bottom) / 2).detach()  # any constant is exact; detach saves work
+    centre = (top + bottom) / 2  # any constant is exact: no gradient through it
     p = torch.exp(s - centre)
     # 1 / cumsum(p) = exp(c - L): the cumsum is >= exp(-range/2), so neither it nor the
     # 1/Z^2 of its gradient can overflow within the range limit.
