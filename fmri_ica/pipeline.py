@@ -396,7 +396,13 @@ def _planted_region_metrics(class_maps: np.ndarray, classes, regions, ground_tru
 
 
 def _save_saliency(out: Path, saliency, test, metrics, config, *, per_subject: bool) -> None:
+    from ._utils import atomic_path
+    from .saliency.metrics import saliency_over_time
+
     _write_class_maps(out, _class_means(saliency, test), test)
+    with atomic_path(out / "curves.npz") as tmp, open(tmp, "wb") as handle:
+        np.savez_compressed(handle, curves=saliency_over_time(saliency, lengths=test.lengths),
+                            y=test.y, subjects=test.subjects.astype(str))
     if per_subject:
         for subject in np.unique(test.subjects):
             _write_class_maps(out / f"sub-{subject}", _class_means(saliency[test.subjects == subject],
@@ -475,12 +481,117 @@ def _to_atlas_regions(maps: np.ndarray, regions: list[str], atlas) -> np.ndarray
     return out
 
 
+def report_stage(config: dict, ws: Workspace, key: str) -> None:
+    """Figures for every model and class, then the self-contained HTML report."""
+    from .plotting import plot_saliency_over_time
+    from .report import ModelResult, Report, write_report
+
+    if _is_done(ws, "report", key) and ws.report.is_file():
+        return
+    atlas, sidecar = _atlas_for_outputs(config, ws)
+    test = load_splits(ws)["test"]
+    stride = config["samples"]["frame_stride"]
+    names = _explained(config, ws)
+    results = _draw_class_figures(config, ws, names, atlas, test)
+    models, curves = [], {}
+    for name in names:
+        metrics = json.loads((ws.saliency_dir(name) / "metrics.json").read_text())
+        linear = name == "linear"
+        evaluation = ({"accuracy": metrics["test_accuracy"]} if linear else
+                      json.loads((ws.model_dir(name) / "evaluation.json").read_text())["test"])
+        models.append(ModelResult(
+            name=name, class_names=test.classes, evaluation=evaluation, saliency_metrics=metrics,
+            classes=results[name], kind="linear" if linear else "recurrent",
+            description=_describe(config, name),
+        ))
+        if not linear:
+            with np.load(ws.saliency_dir(name) / "curves.npz") as data:
+                curves[name] = data["curves"]
+    over_time = plot_saliency_over_time(
+        curves, t_r=test.t_r / stride, stride=stride, task_on=test.task_on.mean(axis=0) > 0.5,
+        title="Where in time is the evidence? Share of saliency per time step (held-out subjects)",
+        path=ws.figures / "saliency_over_time.png",
+    ) if curves else None
+    report = Report(
+        title="fmri_ica report", summary=_summary_table(config, test, sidecar, atlas),
+        models=models, saliency_over_time=over_time, parameters=config,
+    )
+    write_report(ws.report, report)
+    logger.info("Report: %s", ws.report)
+    _mark_done(ws, "report", key, report=str(ws.report))
+
+
+def _draw_class_figures(config: dict, ws: Workspace, names: list[str], atlas, test) -> dict:
+    """ClassResults per model, drawn in parallel processes (figures dominate the report's time).
+
+    Surface views, animations and interactive viewers are drawn for the first configured
+    model only (the others get glass brains, heatmaps and top regions), to keep the
+    report's run time proportionate.
+    """
+    from joblib import Parallel, delayed
+
+    from .report import class_figures
+
+    options, stride = config["report"], config["samples"]["frame_stride"]
+    primary = next(iter(config["models"]), None)
+    jobs = []
+    for name in names:
+        maps, meta = load_class_maps(ws.saliency_dir(name))
+        values = _to_atlas_regions(maps, meta["regions"], atlas)
+        vmax = float(np.percentile(values, 99.5)) or None  # one colour scale per model
+        for c, class_name in enumerate(meta["classes"]):
+            on = test.task_on[test.y == c].mean(axis=0) > 0.5 if np.any(test.y == c) else None
+            detailed = name == primary
+            jobs.append((name, delayed(class_figures)(
+                ws.figures / name, values[c], atlas, t_r=test.t_r / stride, model=name,
+                class_name=class_name, stride=stride, task_on=on, n_bins=config["saliency"]["n_bins"],
+                surface=options["surface"] and detailed, animation=options["animation"] and detailed,
+                interactive=detailed, vmax=vmax,
+            )))
+    n_jobs = max(1, min(2, len(jobs)))
+    drawn = Parallel(n_jobs=n_jobs)(job for _, job in jobs)
+    results: dict = {name: [] for name in names}
+    for (name, _), result in zip(jobs, drawn, strict=True):
+        result.n_samples = int(np.sum(test.y == test.classes.index(result.name)))
+        results[name].append(result)
+    return results
+
+
+def _describe(config: dict, name: str) -> str:
+    if name == "linear":
+        return ("L2 logistic regression on the flattened (time x region) windows; its maps are "
+                "|weights|. A strong linear reference: what the recurrent models add is the difference.")
+    spec = dict(config["models"][name])
+    kind = spec.pop("kind")
+    label = {"ica": "input-cell attention RNN", "lstm": "LSTM", "bilstm": "bidirectional LSTM",
+             "gru": "GRU", "self_attention": "LSTM + self-attention"}.get(kind, kind)
+    options = ", ".join(f"{k}={v}" for k, v in spec.items())
+    return f"{label} ({options}); saliency: {config['saliency']['method']}."
+
+
+def _summary_table(config: dict, test, sidecar: dict, atlas) -> dict:
+    splits = json.loads((Workspace(Path(config["output"]).resolve()).samples / "splits.json").read_text())
+    samples = config["samples"]
+    return {
+        "Data": f"{config['data']['root']} ({sidecar.get('layout', config['data']['layout'])} layout)",
+        "Subjects (train / val / test)": " / ".join(str(len(splits[k]["subjects"])) for k in ("train", "val", "test")),
+        "Samples (test)": len(test),
+        "Classes": ", ".join(test.classes),
+        "Atlas": f"{atlas.name} ({atlas.n_regions} regions, {atlas.space})",
+        "TR (s)": f"{sidecar['t_r']:g}" + (f" x stride {samples['frame_stride']}" if samples["frame_stride"] > 1 else ""),
+        "Window": f"{samples['window']} time steps from frame {samples['start']}",
+        "Normalisation": f"{config['parcellation']['standardize']}, then per-region z-score (training statistics)",
+        "Saliency": f"{config['saliency']['method']}, top {config['saliency']['top_k']:.0%} cells for shares",
+    }
+
+
 _STAGE_FUNCTIONS = {
     "parcellate": parcellate_stage,
     "samples": samples_stage,
     "train": train_stage,
     "explain": explain_stage,
     "project": project_stage,
+    "report": report_stage,
 }
 
 

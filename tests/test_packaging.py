@@ -49,3 +49,23 @@ def test_cli_help_lists_subcommands():
         [sys.executable, "-m", "fmri_ica.cli", "--help"], capture_output=True, text=True, check=True
     ).stdout
     assert "fmri-ica" in out
+
+
+def test_atomic_writes_follow_the_umask_and_leave_nothing_on_failure(tmp_path):
+    import os
+
+    import pytest
+
+    from fmri_ica._utils import atomic_path, write_json
+
+    previous = os.umask(0o022)
+    try:
+        path = write_json(tmp_path / "a.json", {"x": 1})
+    finally:
+        os.umask(previous)
+    assert path.stat().st_mode & 0o777 == 0o644
+    with pytest.raises(RuntimeError), atomic_path(tmp_path / "b.nii.gz") as tmp:
+        assert tmp.name.endswith(".nii.gz")
+        tmp.write_text("partial")
+        raise RuntimeError("crash")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]
