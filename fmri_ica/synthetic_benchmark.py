@@ -6,6 +6,10 @@ from the training set (model selection never sees the test set), train, then com
 the paper's saliency |d p_true / d x| on the test split and score it against the box
 mask: weighted Jaccard (WJac), relative Euclidean distance (Euc), AUROC, AUPRC,
 precision at the mask size, and where in time the saliency mass lies.
+:func:`compare_methods` then scores other attribution methods on the same models.
+
+Profiles: ``quick`` (tiny, for CI), ``paper`` (the authors' sizes, hyper-parameters and
+stopping rule) and ``strong`` (a setting where every model trains): :data:`PROFILES`.
 
 Every cell is its own resumable unit: ``<out>/<profile>/cells/<data set>__<model>.json``
 (+ ``.npz`` with the mean saliency map and curve) is written atomically when the cell
@@ -40,6 +44,7 @@ __all__ = [
     "plot_benchmark",
     "run_cell",
     "run_synthetic_benchmark",
+    "write_summary",
 ]
 
 #: Benchmark model name -> (build_model kind, fixed options, display name).
