@@ -160,6 +160,7 @@ def test_layout_matches_hcp(dataset):
 def test_ground_truth_matches_files(dataset):
     root, truth = dataset.path, dataset.ground_truth
     assert json.loads((root / "ground_truth.json").read_text()) == truth
+    assert truth["complete"] is True
     assert truth["parameters"]["seed"] == 0 and "numpy" in truth["versions"]
     atlas = np.asarray(nib.load(root / truth["atlas"]["image"]).dataobj)
     planted = [set(truth["tasks"][t]["planted_regions"]) for t in ("MOTOR", "WM")]
@@ -237,6 +238,30 @@ def test_rerun_skips_finished_runs_and_refuses_other_parameters(dataset):
     assert again.ground_truth["runs"] == dataset.ground_truth["runs"]
     with pytest.raises(InvalidParameterError, match="signal"):
         simulate_hcp(dataset.path, n_subjects=3, **{**SMALL, "signal": 0.5})
+
+
+def test_interrupted_simulation_resumes_with_the_same_parameters_only(tmp_path, monkeypatch):
+    import fmri_ica.data.simulate as simulate
+
+    real = simulate._run
+    calls = []
+
+    def crash_on_second_run(*args):
+        calls.append(args)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(simulate, "_run", crash_on_second_run)
+    small = {**SMALL, "tasks": ("EMOTION",), "directions": ("LR",), "frames": 20}
+    with pytest.raises(KeyboardInterrupt):
+        simulate_hcp(tmp_path / "sim", n_subjects=2, **small)
+    assert json.loads((tmp_path / "sim" / "ground_truth.json").read_text())["complete"] is False
+    with pytest.raises(InvalidParameterError, match="signal"):
+        simulate_hcp(tmp_path / "sim", n_subjects=2, **{**small, "signal": 1.0})
+    monkeypatch.setattr(simulate, "_run", real)
+    result = simulate_hcp(tmp_path / "sim", n_subjects=2, **small)
+    assert result.ground_truth["complete"] and len(result.ground_truth["runs"]) == 2
 
 
 def test_zero_signal_is_a_noise_only_control(dataset, tmp_path):

@@ -535,6 +535,23 @@ def simulate_hcp(
     InvalidParameterError
         For a bad parameter, or parameters that differ from those of the data set
         already in ``out_dir`` (without ``overwrite``).
+
+    Notes
+    -----
+    Next to the subject folders: ``ground_truth_atlas.nii.gz`` (the planted atlas on
+    the data grid), ``ground_truth_regions.tsv`` (its regions),
+    ``ground_truth_amplitude.nii.gz`` (one volume per task: the population amplitude
+    of each voxel's region, 0 where nothing responds) and ``ground_truth.json``:
+    ``parameters``, ``seed``, ``versions``, ``grid``, ``atlas`` (name, options,
+    checksum), ``shared_regions``; per task ``evs``, ``block_evs``, ``n_frames``,
+    ``planted_regions`` / ``planted_names`` (atlas label values / names),
+    ``region_amplitudes`` (label -> % signal change); per subject its HRF delay,
+    intensity and ``region_amplitudes`` per task; per run (``runs``) the BOLD path,
+    ``on_frames`` (frames whose mid-TR time falls in a block EV), ``on_frames_hrf``
+    (frames where the subject's HRF-convolved design is above half its peak),
+    ``amplitude`` (the run's mean planted amplitude), ``planted_amplitudes`` and
+    ``empty_evs``; ``complete`` is false until every run is written. It describes the
+    subjects and tasks of the latest call.
     """
     params = _check_params(
         n_subjects=n_subjects, tasks=tasks, directions=directions, frames=frames,
@@ -543,7 +560,9 @@ def simulate_hcp(
         region_keep=region_keep, atlas=atlas, atlas_options=atlas_options, seed=seed,
     )
     if isinstance(n_jobs, bool) or not isinstance(n_jobs, (int, np.integer)) or n_jobs < 1:
-        raise InvalidParameterError(f"Invalid value for 'n_jobs': {n_jobs!r}. Expected an integer >= 1.")
+        raise InvalidParameterError(
+            f"Invalid value for 'n_jobs': {n_jobs!r}. Expected an integer >= 1."
+        )
     out = Path(out_dir)
     _check_existing(out, params, overwrite)
     brain = _brain(float(voxel_size), atlas, params["atlas_options"])
@@ -554,10 +573,13 @@ def simulate_hcp(
         for d in params["directions"]
     ]
     truth = _truth_header(params, brain, plan)
+    # written first, so that a re-run after an interruption checks its parameters
+    write_json(out / "ground_truth.json", {**truth, "complete": False})
     subject_info = {subjects[s]: _subject(params, plan, brain, s) for s in range(len(subjects))}
     written = 0
     # numpy and zlib release the GIL: threads overlap one run's compression with the next
-    with ThreadPoolExecutor(max_workers=n_jobs) as pool:
+    pool = ThreadPoolExecutor(max_workers=n_jobs)
+    try:
         jobs = [
             pool.submit(_run, out, brain, params, plan, subject_info[subjects[s]], subjects[s],
                         s, task, direction, overwrite)
@@ -567,8 +589,11 @@ def simulate_hcp(
             record, done = job.result()
             truth["runs"].append(record)
             written += not done
+    finally:  # on an error or Ctrl-C, finish the runs in progress and drop the others
+        pool.shutdown(wait=True, cancel_futures=True)
     truth["subjects"] = {sid: _json_subject(info) for sid, info in subject_info.items()}
     _write_truth_images(out, brain, plan, params)
+    truth["complete"] = True
     write_json(out / "ground_truth.json", truth)
     logger.info("Simulated %d runs (%d written, %d already done) in %s", len(runs), written,
                 len(runs) - written, out)
