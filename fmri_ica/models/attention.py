@@ -186,14 +186,15 @@ def _chunked_mean(x, p, q, chunk: int = 32):
     pad = n_chunks * size - n_steps
     if pad:  # p = 0 on the extra steps: they add nothing
         x, p, q = (torch.nn.functional.pad(v, (0, 0, 0, pad)) for v in (x, p, q))
-    xc = x.reshape(batch, n_chunks, size, n_features)
-    pc, qc = p.reshape(batch, n_chunks, size, r), q.reshape(batch, n_chunks, size, r)
-    out = (qc @ pc.transpose(-1, -2)).tril_() @ xc
+    # (batch * chunks, C, .): one batched GEMM per term; 1/r folded into the small q
+    xc = x.reshape(batch * n_chunks, size, n_features)
+    pc, qc = p.reshape(batch * n_chunks, size, r), (q / r).reshape(batch * n_chunks, size, r)
+    out = (qc @ pc.transpose(1, 2)).tril_() @ xc
     if n_chunks > 1:
-        sums = pc.transpose(-1, -2) @ xc  # (batch, chunks, r, N)
+        sums = (pc.transpose(1, 2) @ xc).unflatten(0, (batch, n_chunks))  # (B, n, r, N)
         before = torch.cat([torch.zeros_like(sums[:, :1]), sums[:, :-1].cumsum(1)], dim=1)
-        out = out + qc @ before
-    return out.reshape(batch, n_chunks * size, n_features)[:, :n_steps] / r
+        out = torch.baddbmm(out, qc, before.flatten(0, 1))  # fused add
+    return out.reshape(batch, n_chunks * size, n_features)[:, :n_steps]
 
 
 def _causal_mask(n_steps: int, device) -> torch.Tensor:
