@@ -48,6 +48,7 @@ __all__ = [
     "SHORT_FRAMES",
     "SimulationResult",
     "block_evs",
+    "directory_size",
     "hcp_grid",
     "on_frames",
     "simulate_events",
