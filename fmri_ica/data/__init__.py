@@ -6,6 +6,7 @@ from .events import default_conditions, frame_conditions, frame_times, read_even
 from .layouts import BoldInfo, check_finite, discover_runs, validate_bold
 from .parcellation import extract_timeseries, find_timeseries, load_timeseries, parcellate
 from .runs import Run
+from .simulate import SimulationResult, simulate_hcp
 
 __all__ = [
     "Atlas",
@@ -17,6 +18,7 @@ __all__ = [
     "parcellate",
     "BoldInfo",
     "Run",
+    "SimulationResult",
     "check_finite",
     "default_conditions",
     "discover_runs",
@@ -26,5 +28,6 @@ __all__ = [
     "read_events",
     "read_fsl_ev",
     "read_hcp_movement",
+    "simulate_hcp",
     "validate_bold",
 ]
