@@ -393,7 +393,8 @@ def compare_methods(
     Uses the weights of finished cells (``fits/.../best``) and the first ``n_samples``
     test samples (``n_tsr`` for ``tsr``, which costs ~0.45 T N gradients per sample).
     Each (data set, model, method) is written to ``methods/<...>.json`` and skipped
-    when present. Returns a DataFrame, also written to ``methods.csv``.
+    when present. Returns a DataFrame of the requested rows; ``methods.csv`` and
+    ``methods.md`` list every method scored so far in this profile.
     """
     import json
 
@@ -435,11 +436,13 @@ def compare_methods(
                     record.update(status="failed", error=f"{type(error).__name__}: {error}")
                 write_json(path, record)
                 rows.append(record)
-    table = pd.DataFrame(rows)
+    # the summary files hold every method scored so far, not only this call's
+    done = [json.loads(p.read_text()) for p in sorted((root / "methods").glob("*.json"))]
+    everything = pd.DataFrame(done)
     with atomic_path(root / "methods.csv") as tmp:
-        table.to_csv(tmp, index=False)
-    _write_text(root / "methods.md", format_methods_table(table))
-    return table
+        everything.to_csv(tmp, index=False)
+    _write_text(root / "methods.md", format_methods_table(everything))
+    return pd.DataFrame(rows)
 
 
 def format_methods_table(table) -> str:
