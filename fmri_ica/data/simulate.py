@@ -413,15 +413,21 @@ def _drift(rng: np.random.Generator, n_frames: int, n_regions: int, std: float) 
 
 
 def _motion(rng: np.random.Generator, n_frames: int, scale: float) -> np.ndarray:
-    """HCP Movement_Regressors: smooth random walks of 3 translations (mm) and 3
-    rotations (degrees), then their backward differences; shape (n_frames, 12)."""
-    from scipy.ndimage import gaussian_filter1d
+    """HCP Movement_Regressors: 3 translations (mm) and 3 rotations (degrees), then their
+    backward differences; shape (n_frames, 12).
 
-    steps = rng.normal(0, 0.02 * scale, size=(n_frames, 6))
-    walk = gaussian_filter1d(np.cumsum(steps, axis=0), sigma=2.0, axis=0)
-    walk -= walk[0]  # HCP parameters are relative to the first (reference) volume
-    derivative = np.diff(walk, axis=0, prepend=walk[:1])
-    return np.concatenate([walk, derivative], axis=1)
+    Head position is mean-reverting (AR(1), phi = 0.7 per frame, lightly smoothed) rather than
+    a random walk: a random walk's slow wander correlates with block designs by chance
+    (|r| up to 0.6 over 100 frames), so regressing it out would remove the task signal too.
+    """
+    from scipy.ndimage import gaussian_filter1d
+    from scipy.signal import lfilter
+
+    steps = rng.normal(0, 0.05 * scale, size=(n_frames, 6))
+    position = gaussian_filter1d(lfilter([1.0], [1.0, -0.7], steps, axis=0), sigma=1.0, axis=0)
+    position -= position[0]  # HCP parameters are relative to the first (reference) volume
+    derivative = np.diff(position, axis=0, prepend=position[:1])
+    return np.concatenate([position, derivative], axis=1)
 
 
 # --------------------------------------------------------------------------- main
@@ -504,8 +510,8 @@ def simulate_hcp(
     noise : float, default=1.0
         Standard deviation of a region's AR(1) noise, in percent of the baseline.
     motion : float, default=1.0
-        Scale of the head-motion random walks: at 1.0 a 100-frame run drifts by a few
-        tenths of a mm / degree, as typical HCP subjects do; 0 gives no motion.
+        Scale of head motion: at 1.0 the head moves by about 0.1 mm / degree around its
+        mean position (mean-reverting, as for a still HCP subject); 0 gives no motion.
     n_task_regions, n_shared_regions : int, default=10, 5
         Planted regions per task, and regions responding to every task's blocks.
     region_keep : float, default=1.0
