@@ -10,9 +10,9 @@ import pytest
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="session")
 def _few_threads():
-    """Keep torch on one thread: tests run beside other work on small machines."""
+    """Keep torch on one thread (module fixtures included): tests run beside other work."""
     import torch
 
     previous = torch.get_num_threads()
