@@ -20,6 +20,7 @@ import numpy as np
 
 from ._utils import package_versions, seed_everything, write_json
 from .config import config_hash
+from .evaluation import accuracy_gate, class_means, planted_region_metrics, saliency_metrics
 from .exceptions import InputDataError
 
 logger = logging.getLogger(__name__)
@@ -266,7 +267,7 @@ def _explain_model(config: dict, ws: Workspace, name: str, test) -> dict:
                                seed=config["seed"])
     metrics["removal"] = removal_test(model, x, y, saliency, lengths=lengths, seed=config["seed"])
     evaluation = json.loads((ws.model_dir(name) / "evaluation.json").read_text())
-    metrics.update(_accuracy_gate(evaluation["test"], test.classes))
+    metrics.update(accuracy_gate(evaluation["test"], test.classes))
     _save_saliency(ws.saliency_dir(name), saliency, test, metrics, config, per_subject=options["per_subject"])
     return {"test_accuracy": evaluation["test"]["accuracy"]}
 
@@ -283,7 +284,7 @@ def _explain_linear(config: dict, ws: Workspace, splits: dict) -> dict:
     accuracy = float(np.mean(baseline.predict(test.x) == test.y))
     maps = baseline.weight_maps()
     metrics = {"test_accuracy": accuracy, "class_maps_only": True}
-    metrics.update(_planted_region_metrics(maps, test.classes, test.region_names,
+    metrics.update(planted_region_metrics(maps, test.classes, test.region_names,
                                            _load_ground_truth(config)))
     out = ws.saliency_dir("linear")
     _write_class_maps(out, maps, test)
@@ -292,120 +293,17 @@ def _explain_linear(config: dict, ws: Workspace, splits: dict) -> dict:
     return {"test_accuracy": accuracy}
 
 
-def _accuracy_gate(scores: dict, classes: list[str]) -> dict:
-    """Saliency of a model near chance is not evidence: flag it (EVALUATION.md)."""
-    chance = 1.0 / len(classes)
-    threshold = chance + 0.5 * (1 - chance)
-    return {"balanced_accuracy": scores["balanced_accuracy"], "chance": chance,
-            "reliable": scores["balanced_accuracy"] >= threshold, "reliability_threshold": threshold}
-
-
-def saliency_metrics(saliency: np.ndarray, test, top_k: float, ground_truth: dict | None,
-                     *, seed: int = 0) -> dict:
-    """The report's saliency figures of merit for one model on the test samples.
-
-    saliency: (n, time, region) non-negative. Returns JSON-ready numbers: the saliency-over-
-    time curve, the mass in the last 10% of steps, the task-ON share of the top-k cells with
-    its mismatched baseline (the same maps scored against other classes' ON frames) and
-    chance level, and, with a ground truth, the shares in planted regions.
-    """
-    from .saliency import metrics as m
-
-    lengths = test.lengths
-    curve = m.saliency_over_time(saliency, lengths=lengths)
-    on_share = m.top_k_share_in_time(saliency, test.task_on, k=top_k, lengths=lengths)
-    mismatched = m.top_k_share_in_time(saliency, _mismatched_on(test, seed), k=top_k, lengths=lengths)
-    valid = np.arange(test.task_on.shape[1])[None, :] < lengths[:, None]
-    result = {
-        "n_samples": len(test), "top_k": top_k,
-        "curve_mean": curve.mean(axis=0).tolist(), "curve_std": curve.std(axis=0).tolist(),
-        "mass_last_10pct": _summary(m.mass_in_last(saliency, 0.1, lengths=lengths)),
-        "on_share": _summary(on_share), "on_share_mismatched": _summary(mismatched),
-        "on_share_chance": float(test.task_on[valid].mean()),
-        "on_share_per_class": _per_class(on_share, test),
-    }
-    result.update(_planted_region_metrics(_class_means(saliency, test), test.classes,
-                                          test.region_names, ground_truth))
-    planted = _planted_masks(ground_truth, test.classes, test.region_names)
-    if planted is not None:
-        share = m.top_k_share_in_features(saliency, planted[test.y], k=top_k, lengths=lengths)
-        result["planted_share"] = _summary(share)
-        result["planted_share_chance"] = float(planted[test.y].mean())
-    return result
-
-
-def _summary(values: np.ndarray) -> dict:
-    values = np.asarray(values, dtype=float)
-    return {"mean": float(values.mean()), "std": float(values.std()), "n": int(values.size)}
-
-
-def _per_class(values: np.ndarray, test) -> dict:
-    return {c: float(values[test.y == i].mean()) for i, c in enumerate(test.classes) if np.any(test.y == i)}
-
-
-def _mismatched_on(test, seed: int) -> np.ndarray:
-    """Each sample's ON mask swapped for that of a random sample of another class."""
-    rng = np.random.default_rng(seed)
-    swapped = np.zeros_like(test.task_on)
-    for i, label in enumerate(test.y):
-        others = np.flatnonzero(test.y != label)
-        swapped[i] = test.task_on[rng.choice(others)] if len(others) else test.task_on[i]
-    return swapped
-
-
-def _class_means(saliency: np.ndarray, test) -> np.ndarray:
-    """(class, time, region): mean of per-sample min-max scaled saliency over each class."""
-    from .saliency.metrics import minmax_scale
-
-    scaled = minmax_scale(saliency)
-    return np.stack([
-        scaled[test.y == c].mean(axis=0) if np.any(test.y == c) else np.zeros(scaled.shape[1:])
-        for c in range(len(test.classes))
-    ]).astype(np.float32)
-
-
-def _planted_masks(ground_truth: dict | None, classes: list[str], regions: list[str]):
-    """(class, region) bool: the planted regions of each class's task, or None."""
-    if not ground_truth:
-        return None
-    tasks = ground_truth.get("tasks", {})
-    if not all(c in tasks for c in classes):
-        return None
-    index = {name: i for i, name in enumerate(regions)}
-    masks = np.zeros((len(classes), len(regions)), dtype=bool)
-    for c, task in enumerate(classes):
-        for name in tasks[task].get("planted_names", []):
-            if name in index:
-                masks[c, index[name]] = True
-    return masks if masks.any() else None
-
-
-def _planted_region_metrics(class_maps: np.ndarray, classes, regions, ground_truth) -> dict:
-    """Region-level precision at the number of planted regions, per class and mean."""
-    from .saliency.metrics import region_precision_at_k
-
-    planted = _planted_masks(ground_truth, classes, regions)
-    if planted is None:
-        return {}
-    per_class = {}
-    for c, task in enumerate(classes):
-        k = int(planted[c].sum())
-        per_class[task] = float(region_precision_at_k(class_maps[c:c + 1], planted[c], k)[0])
-    return {"region_precision": {"mean": float(np.mean(list(per_class.values()))), **per_class},
-            "region_precision_chance": float(planted.sum(axis=1).mean() / len(regions))}
-
-
 def _save_saliency(out: Path, saliency, test, metrics, config, *, per_subject: bool) -> None:
     from ._utils import atomic_path
     from .saliency.metrics import saliency_over_time
 
-    _write_class_maps(out, _class_means(saliency, test), test)
+    _write_class_maps(out, class_means(saliency, test), test)
     with atomic_path(out / "curves.npz") as tmp, open(tmp, "wb") as handle:
         np.savez_compressed(handle, curves=saliency_over_time(saliency, lengths=test.lengths),
                             y=test.y, subjects=test.subjects.astype(str))
     if per_subject:
         for subject in np.unique(test.subjects):
-            _write_class_maps(out / f"sub-{subject}", _class_means(saliency[test.subjects == subject],
+            _write_class_maps(out / f"sub-{subject}", class_means(saliency[test.subjects == subject],
                                                                 test.subset(test.subjects == subject)), test)
     write_json(out / "metrics.json", {**metrics, "method": config["saliency"]["method"]})
 
@@ -513,7 +411,7 @@ def report_stage(config: dict, ws: Workspace, key: str) -> None:
         path=ws.figures / "saliency_over_time.png",
     ) if curves else None
     report = Report(
-        title="fmri_ica report", summary=_summary_table(config, test, sidecar, atlas),
+        title="fmri_ica report", summary=_summary_table(config, ws, test, sidecar, atlas),
         models=models, saliency_over_time=over_time, parameters=config,
     )
     write_report(ws.report, report)
@@ -569,8 +467,8 @@ def _describe(config: dict, name: str) -> str:
     return f"{label} ({options}); saliency: {config['saliency']['method']}."
 
 
-def _summary_table(config: dict, test, sidecar: dict, atlas) -> dict:
-    splits = json.loads((Workspace(Path(config["output"]).resolve()).samples / "splits.json").read_text())
+def _summary_table(config: dict, ws: Workspace, test, sidecar: dict, atlas) -> dict:
+    splits = json.loads((ws.samples / "splits.json").read_text())
     samples = config["samples"]
     return {
         "Data": f"{config['data']['root']} ({sidecar.get('layout', config['data']['layout'])} layout)",
