@@ -80,6 +80,22 @@ def _values_2d(values, atlas=None) -> np.ndarray:
     return values
 
 
+def _time_bins(values, atlas, t_r: float, stride: int, n_bins):
+    """Checked ``values: (time, region)`` averaged into time bins.
+
+    Returns
+    -------
+    step : float
+        Seconds per time step.
+    edges : array of int, shape (n_bins + 1,)
+    means : array, shape (n_bins, region)
+    """
+    values = _values_2d(values, atlas)
+    step = _step(t_r, stride)
+    edges = time_bin_edges(len(values), n_bins)
+    return step, edges, bin_means(values, edges)
+
+
 def _finish(fig, path):
     """Save ``fig`` to ``path`` (atomically) and close it; or return it."""
     if path is None:
@@ -291,10 +307,7 @@ def plot_glass_brains(
     """
     from nilearn import plotting
 
-    values = _values_2d(values, atlas)
-    step = _step(t_r, stride)
-    edges = time_bin_edges(len(values), n_bins)
-    means = bin_means(values, edges)
+    step, edges, means = _time_bins(values, atlas, t_r, stride, n_bins)
     vmax = float(vmax) if vmax is not None else _shared_vmax(means)
     n = len(means)
     fig = plt.figure(figsize=(4.3 * n + 0.8, 2.6))
@@ -487,10 +500,7 @@ def plot_surface_bins(
     from nilearn import plotting
     from nilearn.surface import SurfaceImage
 
-    values = _values_2d(values, atlas)
-    step = _step(t_r, stride)
-    edges = time_bin_edges(len(values), n_bins)
-    means = bin_means(values, edges)
+    step, edges, means = _time_bins(values, atlas, t_r, stride, n_bins)
     meshes, sulcal = _fsaverage()
     with warnings.catch_warnings():  # vertices outside the volume: 'Mean of empty slice'
         warnings.simplefilter("ignore", RuntimeWarning)
