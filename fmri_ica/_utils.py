@@ -97,7 +97,7 @@ def _umask() -> int:
 def write_json(path: str | os.PathLike, data: Any) -> Path:
     """Write ``data`` as indented JSON, atomically. NumPy scalars/arrays are converted."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
+        tmp.write_text(json.dumps(data, indent=2, default=to_jsonable) + "\n")
     return Path(path)
 
 
@@ -108,7 +108,14 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     return Path(path)
 
 
-def _json_default(obj: Any) -> Any:
+def to_jsonable(obj: Any) -> Any:
+    """``json.dumps`` ``default`` hook: NumPy scalars/arrays and paths as plain JSON.
+
+    Raises
+    ------
+    TypeError
+        For any other type, as ``json.dumps`` expects.
+    """
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, np.ndarray):
@@ -116,6 +123,9 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"Object of type {type(obj).__name__} is not JSON serialisable")
+
+
+_json_default = to_jsonable  # former private name, kept for existing callers
 
 
 def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:

@@ -30,7 +30,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from .._utils import atomic_path, check_option, package_versions, write_json
+from .._utils import atomic_path, check_option, package_versions, to_jsonable, write_json
 from ..exceptions import InputDataError, InvalidParameterError
 
 logger = logging.getLogger(__name__)
@@ -535,7 +535,7 @@ def _write_img(path: Path, img: nib.Nifti1Image) -> None:
 
 def _write_with_sidecar(path: Path, params: dict, write) -> Path:
     """Write ``path`` (via ``write(tmp_path)``) and its sidecar unless both are current."""
-    params = json.loads(json.dumps(params, default=_jsonable))  # compare as stored
+    params = json.loads(json.dumps(params, default=to_jsonable))  # compare as stored
     sidecar = path.with_name(path.name[: -len(".nii.gz")] + ".json")
     if path.exists() and sidecar.exists():
         try:
@@ -549,16 +549,6 @@ def _write_with_sidecar(path: Path, params: dict, write) -> Path:
         write(tmp)
     write_json(sidecar, {"Parameters": params, "PackageVersions": package_versions()})
     return path
-
-
-def _jsonable(obj):
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"Sidecar field of type {type(obj).__name__} is not JSON serialisable")
 
 
 def top_regions(values, atlas, k: int = 10) -> pd.DataFrame:
