@@ -51,3 +51,93 @@ def stage_command(stage: str):
         return run_stages(args, (stage,))
 
     return add_config_arguments, run
+
+
+# Help of the data-set discovery options; a subcommand may reword some (``help=``).
+_DISCOVERY_HELP = {
+    "task": "keep these tasks (any case)",
+    "run": "keep these runs (LR, RL, 1, ...)",
+    "space": "fMRIPrep space, e.g. MNI152NLin2009cAsym or ...:res-2",
+    "t_r": "override the repetition time (seconds)",
+    "no_events": "list runs even without events",
+}
+
+
+def add_discovery_arguments(
+    parser: argparse.ArgumentParser, *, raw_root: bool = False, help: dict | None = None
+) -> None:
+    """``root`` and the filters of :func:`fmri_ica.data.layouts.discover_runs`.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+    raw_root : bool, default=False
+        Also add ``--raw-root`` (raw BIDS data set holding the events).
+    help : dict, optional
+        Help text per option destination (``"task"``, ``"run"``, ``"space"``, ``"t_r"``,
+        ``"no_events"``), replacing the defaults.
+    """
+    text = {**_DISCOVERY_HELP, **(help or {})}
+    parser.add_argument("root", help="HCP folder, fMRIPrep derivatives folder, or manifest .tsv")
+    parser.add_argument("--layout", default="auto", choices=["auto", "hcp", "bids", "manifest"])
+    parser.add_argument("--subject", nargs="+", metavar="LABEL", help="keep these subjects")
+    parser.add_argument("--session", nargs="+", metavar="LABEL", help="keep these sessions")
+    parser.add_argument("--task", nargs="+", metavar="NAME", help=text["task"])
+    parser.add_argument("--run", nargs="+", metavar="LABEL", help=text["run"])
+    parser.add_argument("--space", help=text["space"])
+    if raw_root:
+        parser.add_argument("--raw-root", help="raw BIDS data set holding events.tsv (BIDS layout)")
+    parser.add_argument("--t-r", type=float, help=text["t_r"])
+    parser.add_argument("--no-events", action="store_true", help=text["no_events"])
+
+
+def discover_from_args(args: argparse.Namespace) -> list:
+    """The runs that :func:`add_discovery_arguments`' options select."""
+    from ..data.layouts import discover_runs
+
+    return discover_runs(
+        args.root,
+        args.layout,
+        subjects=args.subject,
+        sessions=args.session,
+        tasks=args.task,
+        runs=args.run,
+        space=args.space,
+        raw_root=getattr(args, "raw_root", None),
+        t_r=args.t_r,
+        require_events=not args.no_events,
+    )
+
+
+def add_atlas_option_argument(
+    parser: argparse.ArgumentParser, flag: str = "--atlas-option"
+) -> None:
+    """A repeatable ``flag KEY=VALUE`` atlas option (read with :func:`parse_key_values`)."""
+    parser.add_argument(
+        flag,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="atlas option, e.g. n_regions=400 (repeatable)",
+    )
+
+
+def parse_key_values(items: list[str], flag: str = "--atlas-option") -> dict:
+    """``["KEY=VALUE", ...]`` as a dict, each value read as YAML (``400`` -> int).
+
+    Raises
+    ------
+    InvalidParameterError
+        An item without ``=`` or without a key; the message names ``flag``.
+    """
+    import yaml
+
+    from ..exceptions import InvalidParameterError
+
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidParameterError(f"{flag} expects KEY=VALUE; got {item!r}.")
+        options[key.strip()] = yaml.safe_load(value)
+    return options

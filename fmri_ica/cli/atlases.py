@@ -15,19 +15,15 @@ from __future__ import annotations
 
 import argparse
 
+from ._common import add_atlas_option_argument, parse_key_values
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", nargs="?", choices=["list", "build"], default="list")
     parser.add_argument("name", nargs="?", help="atlas to build (build only)")
     parser.add_argument("--target", help="image whose grid the atlas is built on")
     parser.add_argument("--mask", help="brain mask to clip the atlas to")
-    parser.add_argument(
-        "--option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="atlas option, e.g. n_regions=400 (repeatable)",
-    )
+    add_atlas_option_argument(parser, "--option")
     parser.add_argument("--cache-dir", help="atlas cache folder (default $FMRI_ICA_CACHE)")
     parser.add_argument("--save", metavar="STEM", help="also write STEM.nii.gz and STEM.tsv")
     parser.add_argument("--json", action="store_true", help="print JSON")
@@ -38,7 +34,6 @@ def run(args: argparse.Namespace) -> int:
 
     from ..data.atlases import list_atlases, load_atlas
     from ..exceptions import InvalidParameterError
-    from .parcellate import _options
 
     if args.action == "list":
         table = list_atlases()
@@ -59,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         target_img=args.target,
         mask_img=args.mask,
         cache_dir=args.cache_dir,
-        **_options(args.option),
+        **parse_key_values(args.option, "--option"),
     )
     if args.save:
         _save(atlas, args.save)

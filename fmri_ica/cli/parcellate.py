@@ -23,33 +23,31 @@ from __future__ import annotations
 
 import argparse
 
+from ._common import (
+    add_atlas_option_argument,
+    add_discovery_arguments,
+    discover_from_args,
+    parse_key_values,
+)
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("root", help="HCP folder, fMRIPrep derivatives folder, or manifest .tsv")
     parser.add_argument(
         "--atlas",
         default="seitzman300",
         help="atlas name (see `fmri-ica atlases`) or a label/maps NIfTI path",
     )
-    parser.add_argument(
-        "--atlas-option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="atlas option, e.g. n_regions=400 (repeatable)",
-    )
+    add_atlas_option_argument(parser)
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--layout", default="auto", choices=["auto", "hcp", "bids", "manifest"])
-    parser.add_argument("--subject", nargs="+", metavar="LABEL", help="keep these subjects")
-    parser.add_argument("--session", nargs="+", metavar="LABEL", help="keep these sessions")
-    parser.add_argument("--task", nargs="+", metavar="NAME", help="keep these tasks")
-    parser.add_argument("--run", nargs="+", metavar="LABEL", help="keep these runs")
-    parser.add_argument("--space", help="fMRIPrep space, e.g. MNI152NLin2009cAsym:res-2")
-    parser.add_argument("--t-r", type=float, help="repetition time (s) for every run")
-    parser.add_argument(
-        "--no-events",
-        action="store_true",
-        help="accept runs without events (no per-frame conditions)",
+    add_discovery_arguments(
+        parser,
+        help={
+            "task": "keep these tasks",
+            "run": "keep these runs",
+            "space": "fMRIPrep space, e.g. MNI152NLin2009cAsym:res-2",
+            "t_r": "repetition time (s) for every run",
+            "no_events": "accept runs without events (no per-frame conditions)",
+        },
     )
     parser.add_argument("--shard", help="I/N (0-based I) or 'auto' (SLURM array)")
     parser.add_argument("--jobs", type=int, default=1, help="parallel processes (default 1)")
@@ -80,20 +78,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data.layouts import discover_runs
     from ..data.parcellation import parcellate
 
-    runs = discover_runs(
-        args.root,
-        args.layout,
-        subjects=args.subject,
-        sessions=args.session,
-        tasks=args.task,
-        runs=args.run,
-        space=args.space,
-        t_r=args.t_r,
-        require_events=not args.no_events,
-    )
+    runs = discover_from_args(args)
     options = {
         "detrend": not args.no_detrend,
         "high_pass": args.high_pass,
@@ -111,23 +98,9 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         hrf_delay=args.hrf_delay,
         confounds_strategy=strategy,
-        atlas_options=_options(args.atlas_option),
+        atlas_options=parse_key_values(args.atlas_option),
         cache_dir=args.cache_dir,
         **options,
     )
     print(summary)
     return 0 if summary.ok else 1
-
-
-def _options(items: list[str]) -> dict:
-    import yaml
-
-    from ..exceptions import InvalidParameterError
-
-    options = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise InvalidParameterError(f"--atlas-option expects KEY=VALUE; got {item!r}.")
-        options[key.strip()] = yaml.safe_load(value)
-    return options

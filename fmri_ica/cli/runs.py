@@ -14,38 +14,16 @@ from __future__ import annotations
 import argparse
 import json
 
+from ._common import add_discovery_arguments, discover_from_args
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("root", help="HCP folder, fMRIPrep derivatives folder, or manifest .tsv")
-    parser.add_argument("--layout", default="auto", choices=["auto", "hcp", "bids", "manifest"])
-    parser.add_argument("--subject", nargs="+", metavar="LABEL", help="keep these subjects")
-    parser.add_argument("--session", nargs="+", metavar="LABEL", help="keep these sessions")
-    parser.add_argument("--task", nargs="+", metavar="NAME", help="keep these tasks (any case)")
-    parser.add_argument(
-        "--run", nargs="+", metavar="LABEL", help="keep these runs (LR, RL, 1, ...)"
-    )
-    parser.add_argument("--space", help="fMRIPrep space, e.g. MNI152NLin2009cAsym or ...:res-2")
-    parser.add_argument("--raw-root", help="raw BIDS data set holding events.tsv (BIDS layout)")
-    parser.add_argument("--t-r", type=float, help="override the repetition time (seconds)")
-    parser.add_argument("--no-events", action="store_true", help="list runs even without events")
+    add_discovery_arguments(parser, raw_root=True)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data.layouts import discover_runs
-
-    runs = discover_runs(
-        args.root,
-        args.layout,
-        subjects=args.subject,
-        sessions=args.session,
-        tasks=args.task,
-        runs=args.run,
-        space=args.space,
-        raw_root=args.raw_root,
-        t_r=args.t_r,
-        require_events=not args.no_events,
-    )
+    runs = discover_from_args(args)
     rows = [_row(r) for r in runs]
     if args.json:
         print(json.dumps(rows, indent=2))
