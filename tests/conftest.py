@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -44,3 +45,27 @@ def img_4d(rng, affine):
     img.header.set_xyzt_units("mm", "sec")
     img.header["pixdim"][4] = 2.0
     return img
+
+
+@dataclass
+class TinyAtlas:
+    """The attributes of fmri_ica.data.atlases.Atlas that plotting and projection use."""
+
+    name: str
+    kind: str
+    img: object  # nibabel image
+    labels: object  # pandas DataFrame: index, name, ...
+
+    @property
+    def n_regions(self):
+        return len(self.labels)
+
+
+@pytest.fixture
+def make_atlas():
+    """Factory ``make_atlas(img, labels, name="tiny", kind="labels")`` of stand-in atlases."""
+
+    def make(img, labels, name="tiny", kind="labels"):
+        return TinyAtlas(name, kind, img, labels)
+
+    return make

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
 import nibabel as nib
@@ -17,20 +16,8 @@ from fmri_ica.exceptions import InvalidParameterError
 from fmri_ica.saliency.projection import time_average_img
 
 
-@dataclass
-class TinyAtlas:
-    name: str
-    kind: str
-    img: nib.Nifti1Image
-    labels: pd.DataFrame
-
-    @property
-    def n_regions(self):
-        return len(self.labels)
-
-
 @pytest.fixture
-def atlas(rng, affine):
+def atlas(rng, affine, make_atlas):
     data = rng.choice(np.arange(6), size=(7, 8, 9)).astype(np.int16)
     table = pd.DataFrame(
         {
@@ -42,7 +29,7 @@ def atlas(rng, affine):
             "z": [0.0, 5, 10, 15, 20],
         }
     )
-    return TinyAtlas("tiny", "labels", nib.Nifti1Image(data, affine), table)
+    return make_atlas(nib.Nifti1Image(data, affine), table)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import dataclass
 
 import nibabel as nib
 import numpy as np
@@ -26,35 +25,33 @@ from fmri_ica.saliency.projection import (
 SHAPE = (7, 8, 9)
 
 
-@dataclass
-class TinyAtlas:
-    """The attributes of fmri_ica.data.atlases.Atlas that projection uses."""
+@pytest.fixture
+def labels_atlas(rng, affine, make_atlas):
+    """Builder of random label atlases: ``labels_atlas(label_values, table_values)``."""
 
-    name: str
-    kind: str
-    img: nib.Nifti1Image
-    labels: pd.DataFrame
+    def build(label_values=(1, 2, 3, 4, 5), table_values=None):
+        """Random label image using ``label_values``; table rows follow ``table_values``."""
+        data = rng.choice([0, *label_values], size=SHAPE).astype(np.int16)
+        table_values = list(label_values if table_values is None else table_values)
+        table = pd.DataFrame(
+            {"index": table_values, "name": [f"r{v}" for v in table_values], "network": "n"}
+        )
+        return make_atlas(nib.Nifti1Image(data, affine), table)
 
-    @property
-    def n_regions(self):
-        return len(self.labels)
-
-
-def labels_atlas(rng, affine, label_values=(1, 2, 3, 4, 5), table_values=None):
-    """Random label image using ``label_values``; table rows follow ``table_values``."""
-    data = rng.choice([0, *label_values], size=SHAPE).astype(np.int16)
-    table_values = list(label_values if table_values is None else table_values)
-    table = pd.DataFrame(
-        {"index": table_values, "name": [f"r{v}" for v in table_values], "network": "n"}
-    )
-    return TinyAtlas("tiny", "labels", nib.Nifti1Image(data, affine), table)
+    return build
 
 
-def maps_atlas(rng, affine, n_maps=4):
-    data = rng.random((*SHAPE, n_maps)).astype(np.float32)
-    data[data < 0.4] = 0  # sparse maps, some voxels in no map at all
-    table = pd.DataFrame({"index": np.arange(1, n_maps + 1), "name": list("abcd")[:n_maps]})
-    return TinyAtlas("maps", "maps", nib.Nifti1Image(data, affine), table)
+@pytest.fixture
+def maps_atlas(rng, affine, make_atlas):
+    """Builder of random sparse maps atlases: ``maps_atlas(n_maps=4)``."""
+
+    def build(n_maps=4):
+        data = rng.random((*SHAPE, n_maps)).astype(np.float32)
+        data[data < 0.4] = 0  # sparse maps, some voxels in no map at all
+        table = pd.DataFrame({"index": np.arange(1, n_maps + 1), "name": list("abcd")[:n_maps]})
+        return make_atlas(nib.Nifti1Image(data, affine), table, name="maps", kind="maps")
+
+    return build
 
 
 def nilearn_inverse(atlas, values):
@@ -70,8 +67,8 @@ def nilearn_inverse(atlas, values):
 
 
 @pytest.mark.parametrize("ndim", [1, 2])
-def test_labels_equal_nilearn(rng, affine, ndim):
-    atlas = labels_atlas(rng, affine)
+def test_labels_equal_nilearn(rng, affine, ndim, labels_atlas):
+    atlas = labels_atlas()
     values = rng.standard_normal((13, 5) if ndim == 2 else (5,)).astype(np.float32)
     img = regions_to_img(values, atlas, t_r=0.72, stride=2)
     ref = nilearn_inverse(atlas, values)
@@ -84,9 +81,9 @@ def test_labels_equal_nilearn(rng, affine, ndim):
         assert img.header.get_xyzt_units() == ("mm", "sec")
 
 
-def test_noncontiguous_labels_follow_the_table(rng, affine):
+def test_noncontiguous_labels_follow_the_table(rng, labels_atlas):
     # Image labels 2, 5, 9, 11; the table lists them in another order.
-    atlas = labels_atlas(rng, affine, (2, 5, 9, 11), table_values=(9, 2, 11, 5))
+    atlas = labels_atlas((2, 5, 9, 11), table_values=(9, 2, 11, 5))
     values = rng.standard_normal((6, 4))
     img = regions_to_img(values, atlas)
     # nilearn orders columns by sorted label value.
@@ -100,17 +97,17 @@ def test_noncontiguous_labels_follow_the_table(rng, affine):
     )
 
 
-def test_regions_absent_from_image_are_ignored(rng, affine):
+def test_regions_absent_from_image_are_ignored(rng, labels_atlas):
     # The table has 6 regions; label 4 and 6 have no voxel (e.g. lost by resampling).
-    atlas = labels_atlas(rng, affine, (1, 2, 3, 5), table_values=(1, 2, 3, 4, 5, 6))
+    atlas = labels_atlas((1, 2, 3, 5), table_values=(1, 2, 3, 4, 5, 6))
     values = rng.standard_normal((5, 6)).astype(np.float32)
     img = regions_to_img(values, atlas)
     ref = nilearn_inverse(atlas, values[:, [0, 1, 2, 4]])
     assert_allclose(img.get_fdata(), ref.get_fdata(), rtol=1e-6)
 
 
-def test_maps_equal_nilearn(rng, affine):
-    atlas = maps_atlas(rng, affine)
+def test_maps_equal_nilearn(rng, maps_atlas):
+    atlas = maps_atlas()
     values = rng.standard_normal((11, 4))
     img = regions_to_img(values, atlas, t_r=2.0, chunk_size=4)
     ref = nilearn_inverse(atlas, values)
@@ -121,8 +118,8 @@ def test_maps_equal_nilearn(rng, affine):
 
 
 @pytest.mark.parametrize("suffix", [".nii.gz", ".nii"])
-def test_streaming_writer_equals_in_memory(rng, affine, tmp_path, suffix):
-    atlas = labels_atlas(rng, affine)
+def test_streaming_writer_equals_in_memory(rng, affine, tmp_path, suffix, labels_atlas):
+    atlas = labels_atlas()
     values = rng.standard_normal((23, 5)).astype(np.float32)
     path = write_regions_img(tmp_path / f"x{suffix}", values, atlas, t_r=0.72, chunk_size=5)
     loaded = nib.load(path)
@@ -135,8 +132,8 @@ def test_streaming_writer_equals_in_memory(rng, affine, tmp_path, suffix):
     assert [p.name for p in tmp_path.iterdir()] == [f"x{suffix}"]  # no temporary left
 
 
-def test_time_average_and_bins(rng, affine):
-    atlas = maps_atlas(rng, affine, n_maps=3)
+def test_time_average_and_bins(rng, maps_atlas):
+    atlas = maps_atlas(n_maps=3)
     values = rng.random((10, 3))
     mean = time_average_img(values, atlas)
     assert mean.shape == SHAPE
@@ -157,8 +154,8 @@ def test_time_average_and_bins(rng, affine):
     )
 
 
-def test_bad_inputs_name_the_problem(rng, affine):
-    atlas = labels_atlas(rng, affine)
+def test_bad_inputs_name_the_problem(labels_atlas, make_atlas):
+    atlas = labels_atlas()
     with pytest.raises(InvalidParameterError, match="5 regions"):
         regions_to_img(np.zeros((3, 4)), atlas)
     with pytest.raises(InvalidParameterError, match="t_r"):
@@ -166,14 +163,14 @@ def test_bad_inputs_name_the_problem(rng, affine):
     with pytest.raises(InvalidParameterError, match="n_bins"):
         time_bin_edges(3, 5)
     with pytest.raises(InvalidParameterError, match="atlas.kind"):
-        regions_to_img(np.zeros(5), TinyAtlas("x", "label", atlas.img, atlas.labels))
-    unlisted = labels_atlas(rng, affine, (1, 2, 3), table_values=(1, 2))
+        regions_to_img(np.zeros(5), make_atlas(atlas.img, atlas.labels, name="x", kind="label"))
+    unlisted = labels_atlas((1, 2, 3), table_values=(1, 2))
     with pytest.raises(InputDataError, match=r"\[3\].*labels table"):
         regions_to_img(np.zeros(2), unlisted)
 
 
-def test_save_saliency_maps_names_sidecars_and_skips(rng, affine, tmp_path):
-    atlas = labels_atlas(rng, affine)
+def test_save_saliency_maps_names_sidecars_and_skips(rng, tmp_path, labels_atlas):
+    atlas = labels_atlas()
     maps = {"0bk_body": rng.random((12, 5)), "2bk_body": rng.random((12, 5))}
     kw = dict(
         t_r=0.72,
@@ -218,8 +215,8 @@ def test_save_saliency_maps_names_sidecars_and_skips(rng, affine, tmp_path):
     assert len(list(tmp_path.iterdir())) == 12  # 6 images + 6 sidecars, no temporaries
 
 
-def test_save_saliency_maps_rejects_colliding_class_names(rng, affine, tmp_path):
-    atlas = labels_atlas(rng, affine)
+def test_save_saliency_maps_rejects_colliding_class_names(tmp_path, labels_atlas):
+    atlas = labels_atlas()
     maps = {"a-b": np.zeros((4, 5)), "ab": np.zeros((4, 5))}
     with pytest.raises(InvalidParameterError, match="collide"):
         save_saliency_maps(
@@ -227,8 +224,8 @@ def test_save_saliency_maps_rejects_colliding_class_names(rng, affine, tmp_path)
         )
 
 
-def test_top_regions_table(rng, affine):
-    atlas = labels_atlas(rng, affine)
+def test_top_regions_table(labels_atlas):
+    atlas = labels_atlas()
     atlas.labels["x"] = [1.0, 2, 3, 4, 5]
     values = np.array([[0.1, 0.5, 0.2, 0.9, 0.3], [0.1, 0.5, 0.4, 0.9, 0.3]])
     table = top_regions(values, atlas, k=3)
