@@ -189,6 +189,7 @@ def _dataset(samples):
 def train_stage(config: dict, ws: Workspace, key: str) -> None:
     """Train every configured model on the training split (early stopping on validation)."""
     from .models import build_model
+    from .plotting import plot_confusion_matrix
     from .training import evaluate, fit, load_model
 
     splits = None
@@ -216,6 +217,8 @@ def train_stage(config: dict, ws: Workspace, key: str) -> None:
             "model": name, "kind": kind, "classes": train.classes, "best_epoch": result.best_epoch,
             **scores,
         })
+        plot_confusion_matrix(scores["test"]["confusion_matrix"], train.classes,
+                              path=out / "confusion_test.png", title=f"{name}: held-out subjects")
         logger.info("%s: test accuracy %.3f (balanced %.3f)", name,
                     scores["test"]["accuracy"], scores["test"]["balanced_accuracy"])
         _mark_done(ws, "train", model_key, name, test_accuracy=scores["test"]["accuracy"])
@@ -301,10 +304,12 @@ def _save_saliency(out: Path, saliency, test, metrics, config, *, per_subject: b
     with atomic_path(out / "curves.npz") as tmp, open(tmp, "wb") as handle:
         np.savez_compressed(handle, curves=saliency_over_time(saliency, lengths=test.lengths),
                             y=test.y, subjects=test.subjects.astype(str))
+    for stale in out.glob("sub-*"):  # from an earlier run with other subjects or settings
+        shutil.rmtree(stale)
     if per_subject:
         for subject in np.unique(test.subjects):
-            _write_class_maps(out / f"sub-{subject}", class_means(saliency[test.subjects == subject],
-                                                                test.subset(test.subjects == subject)), test)
+            index = np.flatnonzero(test.subjects == subject)
+            _write_class_maps(out / f"sub-{subject}", class_means(saliency[index], test.subset(index)), test)
     write_json(out / "metrics.json", {**metrics, "method": config["saliency"]["method"]})
 
 
@@ -327,25 +332,28 @@ def load_class_maps(directory: Path) -> tuple[np.ndarray, dict]:
 
 
 def project_stage(config: dict, ws: Workspace, key: str) -> None:
-    """Each model's per-class maps to 4D/3D NIfTI on the data grid, with sidecars."""
+    """Each model's per-class maps (group, and per subject on request) to 4D/3D NIfTI on the
+    data grid, with sidecars."""
     from .saliency.projection import save_saliency_maps
 
-    atlas, sidecar = None, None
+    atlas = None
+    stride, start = config["samples"]["frame_stride"], config["samples"]["start"]
     for name in _explained(config, ws):
         if _is_done(ws, "project", config_hash(key, name), name):
             continue
-        maps, meta = load_class_maps(ws.saliency_dir(name))
-        if atlas is None:
-            atlas, sidecar = _atlas_for_outputs(config, ws)
-        values = _to_atlas_regions(maps, meta["regions"], atlas)
-        stride = config["samples"]["frame_stride"]
-        start, window = config["samples"]["start"], maps.shape[1]
-        paths = save_saliency_maps(
-            ws.maps_dir(name), dict(zip(meta["classes"], values, strict=True)), atlas,
-            t_r=meta["t_r"] / stride, stride=stride, model=name, method=_method(config, name),
-            frames=[start, start + window * stride], space=atlas.space,
-            prefix="group", extra={"atlas": atlas.name},
-        )
+        atlas = atlas or _atlas_for_outputs(config, ws)[0]
+        group = ws.saliency_dir(name)
+        sources = [("group", group)] + [(d.name, d) for d in sorted(group.glob("sub-*"))]
+        paths = []
+        for prefix, directory in sources:
+            maps, meta = load_class_maps(directory)
+            values = _to_atlas_regions(maps, meta["regions"], atlas)
+            paths += save_saliency_maps(
+                ws.maps_dir(name), dict(zip(meta["classes"], values, strict=True)), atlas,
+                t_r=meta["t_r"] / stride, stride=stride, model=name, method=_method(config, name),
+                frames=[start, start + maps.shape[1] * stride], space=atlas.space, prefix=prefix,
+                extra={"atlas": atlas.name, "samples": prefix},
+            )
         _mark_done(ws, "project", config_hash(key, name), name, files=[str(p) for p in paths])
 
 

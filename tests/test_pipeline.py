@@ -36,7 +36,7 @@ def run_dir(dataset, tmp_path_factory):
         "models": {"ica-lstm": {"kind": "ica", "hidden_size": 4, "r": 2, "d_a": 4},
                    "lstm": {"kind": "lstm", "hidden_size": 4}},
         "training": {"epochs": 2, "patience": 1},
-        "saliency": {"n_bins": 2},
+        "saliency": {"n_bins": 2, "per_subject": True},
         "report": {"surface": False, "animation": False},
     }
     (out / "config.yaml").write_text(yaml.safe_dump(config))
@@ -46,7 +46,7 @@ def run_dir(dataset, tmp_path_factory):
 
 def test_outputs_are_valid_nifti_on_the_data_grid(run_dir, dataset):
     bold = nib.load(next(dataset.path.glob("*/MNINonLinear/Results/tfMRI_MOTOR_LR/tfMRI_MOTOR_LR.nii.gz")))
-    maps = sorted((run_dir / "maps" / "ica-lstm").glob("*_class-MOTOR_stat-saliency_bold.nii.gz"))
+    maps = sorted((run_dir / "maps" / "ica-lstm").glob("group_*_class-MOTOR_stat-saliency_bold.nii.gz"))
     assert len(maps) == 1
     img = nib.load(maps[0])
     assert img.shape == (*bold.shape[:3], 24)
@@ -58,7 +58,11 @@ def test_outputs_are_valid_nifti_on_the_data_grid(run_dir, dataset):
     sidecar = json.loads(maps[0].with_name(maps[0].name.replace(".nii.gz", ".json")).read_text())
     assert "ica-lstm" in json.dumps(sidecar) and "gradient" in json.dumps(sidecar)
     for model in ("lstm", "linear"):
-        assert len(list((run_dir / "maps" / model).glob("*_stat-saliencymean_statmap.nii.gz"))) == 2
+        assert len(list((run_dir / "maps" / model).glob("group_*_stat-saliencymean_statmap.nii.gz"))) == 2
+    test_subjects = json.loads((run_dir / "samples" / "splits.json").read_text())["test"]["subjects"]
+    per_subject = sorted((run_dir / "maps" / "ica-lstm").glob("sub-*_class-WM_stat-saliency_bold.nii.gz"))
+    assert [p.name.split("_")[0] for p in per_subject] == [f"sub-{s}" for s in test_subjects]
+    assert (run_dir / "models" / "ica-lstm" / "confusion_test.png").stat().st_size > 0
 
 
 def test_models_metrics_and_splits_are_written(run_dir):
