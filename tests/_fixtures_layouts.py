@@ -1,7 +1,7 @@
 """Builders of tiny on-disk data sets (HCP tree, fMRIPrep + raw BIDS, manifest) for tests.
 
 Shapes are deliberately unequal (7, 8, 9) so that axis mix-ups fail. Other test modules
-may import these: ``from tests._fixtures_layouts import make_hcp_tree``.
+may import these: ``from _fixtures_layouts import make_hcp_tree`` (tests/ is on sys.path).
 """
 
 from __future__ import annotations

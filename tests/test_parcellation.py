@@ -14,6 +14,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from _fixtures_layouts import AFFINE, make_hcp_tree, truncate
 from nilearn.maskers import NiftiLabelsMasker, NiftiMapsMasker
 
 from fmri_ica.cli import main as cli_main
@@ -26,7 +27,6 @@ from fmri_ica.data.parcellation import (
     parse_shard,
 )
 from fmri_ica.exceptions import InputDataError, InvalidParameterError
-from tests._fixtures_layouts import AFFINE, make_hcp_tree, truncate
 
 REPO = Path(__file__).resolve().parents[1]
 
