@@ -7,7 +7,8 @@ LSTM + self-attention and input-cell attention LSTM (matrix and mean embedding) 
 the paper's box data sets; prints WJac / Euc / accuracy per model per data set and
 writes DIR/<profile>/ results.csv, results.json, table.md, saliency_maps.png,
 saliency_time.png and benchmark.json. Each (data set, model) cell is saved as it
-finishes; re-running the same command skips finished cells."""
+finishes; re-running the same command skips finished cells. --methods then scores
+other attribution methods on the trained models (methods.csv, methods.md)."""
 
 from __future__ import annotations
 
