@@ -119,13 +119,22 @@ def _read(path: Path) -> dict:
     return data
 
 
-def merge_config(base: dict, update: dict, *, source: str = "config", _where: tuple = ()) -> dict:
-    """Return ``base`` updated with ``update``; unknown keys raise with a suggestion."""
+def merge_config(base: dict, update: dict, *, source: str = "config", replace_free_form: bool = True,
+                 _where: tuple = ()) -> dict:
+    """Return ``base`` updated with ``update``; unknown keys raise with a suggestion.
+
+    Free-form sections (``models``, ``atlas.options``) are replaced as a whole by default, as
+    a config file's own ``models:`` should; with ``replace_free_form=False`` they are merged
+    key by key (command-line ``--set models.lstm.hidden_size=128`` changes one value).
+    """
     merged = copy.deepcopy(base)
     for key, value in update.items():
         where = (*_where, key)
         if _where in _FREE_FORM or (_where and _where[:1] in _FREE_FORM):
-            merged[key] = copy.deepcopy(value)
+            if not replace_free_form and isinstance(value, dict) and isinstance(merged.get(key), dict):
+                merged[key] = _deep_merge(merged[key], value)
+            else:
+                merged[key] = copy.deepcopy(value)
             continue
         if key not in base:
             close = difflib.get_close_matches(key, list(base), n=1)
@@ -134,12 +143,23 @@ def merge_config(base: dict, update: dict, *, source: str = "config", _where: tu
                 f"Unknown key {'.'.join(map(str, where))!r} in {source}. "
                 f"Allowed here: {', '.join(sorted(base))}.{hint}"
             )
-        if isinstance(base[key], dict) and where not in _FREE_FORM:
+        if isinstance(base[key], dict) and (where not in _FREE_FORM or not replace_free_form):
             if not isinstance(value, dict):
                 raise InvalidParameterError(
                     f"{'.'.join(where)!r} in {source} must be a section (mapping); got {value!r}."
                 )
-            merged[key] = merge_config(base[key], value, source=source, _where=where)
+            merged[key] = merge_config(base[key], value, source=source,
+                                       replace_free_form=replace_free_form, _where=where)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _deep_merge(base: dict, update: dict) -> dict:
+    merged = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
         else:
             merged[key] = copy.deepcopy(value)
     return merged

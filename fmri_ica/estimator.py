@@ -130,8 +130,10 @@ class TaskDecoder:
 
         X, lengths = _check_x(X, lengths)
         target = self._encode(y) if y is not None else self.predict_proba(X, lengths).argmax(axis=1)
+        device = next(self._fitted().parameters()).device  # CUDA when fit() found a GPU
         result = attribute(
-            self._fitted(), torch.from_numpy(X), target=torch.from_numpy(np.asarray(target)),
+            self.model_, torch.from_numpy(X).to(device),
+            target=torch.from_numpy(np.asarray(target)).to(device),
             method=method, lengths=torch.from_numpy(lengths), **options,
         )
         return result.detach().cpu().numpy()

@@ -46,9 +46,16 @@ class LinearBaseline:
         """Class index per window, (n,)."""
         return self.model_.predict(x.reshape(len(x), -1))
 
-    def weight_maps(self) -> np.ndarray:
-        """|weights| per class as (class, time, region) maps (binary problems: both rows equal)."""
+    def weight_maps(self, n_classes: int | None = None) -> np.ndarray:
+        """|weights| per class as (class, time, region) maps, row i for class index i.
+
+        Classes absent from the training data (up to ``n_classes``) get all-zero maps; in a
+        binary problem both classes share the one weight vector.
+        """
         coef = np.abs(self.model_.coef_)
+        seen = self.model_.classes_.astype(int)
         if coef.shape[0] == 1:
             coef = np.repeat(coef, 2, axis=0)
-        return coef.reshape(len(coef), *self.shape_)
+        maps = np.zeros((max(n_classes or 0, seen.max() + 1), coef.shape[1]))
+        maps[seen] = coef
+        return maps.reshape(len(maps), *self.shape_)

@@ -21,7 +21,7 @@ import numpy as np
 from ._utils import package_versions, seed_everything, write_json
 from .config import config_hash
 from .evaluation import accuracy_gate, class_means, planted_region_metrics, saliency_metrics
-from .exceptions import InputDataError
+from .exceptions import InputDataError, InvalidParameterError
 
 logger = logging.getLogger(__name__)
 
@@ -65,12 +65,31 @@ class Workspace:
         return self.root / ".stages" / f"{stage}{'-' + name if name else ''}.json"
 
 
-def _is_done(ws: Workspace, stage: str, key: str, name: str = "") -> bool:
-    marker = ws.marker(stage, name)
-    if marker.is_file() and json.loads(marker.read_text()).get("key") == key:
-        logger.info("Skipping %s%s: already done with these parameters.", stage, f" ({name})" if name else "")
-        return True
-    return False
+def _marker(ws: Workspace, stage: str, key: str, name: str = "") -> dict | None:
+    """The stage's marker if it was written with ``key``, else None."""
+    path = ws.marker(stage, name)
+    marker = json.loads(path.read_text()) if path.is_file() else None
+    return marker if marker and marker.get("key") == key else None
+
+
+def _is_done(ws: Workspace, stage: str, key: str, name: str = "", output: Path | None = None) -> bool:
+    """True when the stage ran with ``key`` and its main ``output`` is still there."""
+    if _marker(ws, stage, key, name) is None or (output is not None and not output.exists()):
+        return False
+    logger.info("Skipping %s%s: already done with these parameters.", stage, f" ({name})" if name else "")
+    return True
+
+
+def _require(ws: Workspace, stage: str, key: str, name: str = "") -> dict:
+    """The marker of an upstream stage run with the current parameters, or a clear error."""
+    marker = _marker(ws, stage, key, name)
+    if marker is None:
+        what = f"{stage} stage ({name})" if name else f"{stage} stage"
+        raise InputDataError(
+            f"The {what} has not been run with the current parameters in {ws.root}: run "
+            f"'fmri-ica run CONFIG --stage {stage}' (or the whole pipeline) first."
+        )
+    return marker
 
 
 def _mark_done(ws: Workspace, stage: str, key: str, name: str = "", **info) -> None:
@@ -78,21 +97,46 @@ def _mark_done(ws: Workspace, stage: str, key: str, name: str = "", **info) -> N
 
 
 def _stage_keys(config: dict) -> dict[str, str]:
-    """Hash of the config each stage depends on, chained so later stages follow earlier ones."""
-    keys = {"parcellate": config_hash(config["data"], config["atlas"], config["parcellation"])}
+    """Hash of the config each stage depends on, chained so later stages follow earlier ones.
+
+    Settings that do not change results (parallel jobs, device) are left out, so that e.g.
+    parcellating with many jobs and training on a GPU node reuse each other's work.
+    """
+    parcellation = {k: v for k, v in config["parcellation"].items() if k != "jobs"}
+    training = {k: v for k, v in config["training"].items() if k != "device"}
+    keys = {"parcellate": config_hash(config["data"], config["atlas"], parcellation)}
     keys["samples"] = config_hash(keys["parcellate"], config["samples"], config["seed"])
-    keys["train"] = config_hash(keys["samples"], config["training"], config["seed"])
+    keys["train"] = config_hash(keys["samples"], training, config["seed"])
     keys["explain"] = config_hash(keys["train"], config["saliency"])
     keys["project"] = keys["explain"]
-    keys["report"] = config_hash(keys["explain"], config["report"])
+    keys["report"] = config_hash(keys["explain"], config["report"], config["models"])
     return keys
 
 
-def run_pipeline(config: dict, stages: tuple[str, ...] = STAGES) -> Workspace:
+def _model_key(stage_key: str, config: dict, name: str) -> str:
+    """A stage's key for one model: changes with the model's own settings."""
+    return config_hash(stage_key, config["models"].get(name, name))
+
+
+def run_pipeline(config: dict, stages: tuple[str, ...] = STAGES, *, shard=None) -> Workspace:
     """Run the given stages of the pipeline for ``config`` (see :mod:`fmri_ica.config`).
+
+    Parameters
+    ----------
+    config : dict
+        From :func:`fmri_ica.config.load_config`.
+    stages : tuple of str, default=STAGES
+        Stages to run, in pipeline order. A stage needs its upstream stages done with the
+        same parameters (else :class:`~fmri_ica.exceptions.InputDataError` says which).
+    shard : str or (int, int), optional
+        Parcellate only runs ``I::N`` ("I/N", or "auto" from SLURM's array variables), for
+        array jobs; the stage is then not marked done, so run it once more without a shard
+        (finished runs are skipped) before the next stages.
 
     Returns the :class:`Workspace` holding the outputs; ``workspace.report`` is the HTML report.
     """
+    if "linear" in config["models"]:
+        raise InvalidParameterError("'models' must not name a model 'linear': that name is the linear reference's.")
     ws = Workspace(Path(config["output"]).resolve())
     ws.root.mkdir(parents=True, exist_ok=True)
     write_json(ws.root / "config.json", {"config": config, "versions": package_versions()})
@@ -100,20 +144,25 @@ def run_pipeline(config: dict, stages: tuple[str, ...] = STAGES) -> Workspace:
     for stage in STAGES:
         if stage in stages:
             logger.info("Stage %s", stage)
-            _STAGE_FUNCTIONS[stage](config, ws, keys[stage])
+            if stage == "parcellate":
+                parcellate_stage(config, ws, keys, shard=shard)
+            else:
+                _STAGE_FUNCTIONS[stage](config, ws, keys)
     return ws
 
 
 # --------------------------------------------------------------------------- stages
 
 
-def parcellate_stage(config: dict, ws: Workspace, key: str) -> None:
-    """Discover the runs and write region time series for each (skip-if-done per run)."""
+def parcellate_stage(config: dict, ws: Workspace, keys: dict, *, shard=None) -> None:
+    """Discover the runs and write region time series for each (finished runs are skipped).
+
+    The marker lists the region time series of exactly these runs, so that later stages
+    never pick up files left by another configuration.
+    """
     from .data.layouts import discover_runs
     from .data.parcellation import parcellate
 
-    if _is_done(ws, "parcellate", key):
-        return
     data, options = config["data"], config["parcellation"]
     if not data["root"]:
         raise InputDataError("No data: set 'data.root' in the config to an HCP, BIDS or manifest path.")
@@ -126,14 +175,24 @@ def parcellate_stage(config: dict, ws: Workspace, key: str) -> None:
         n_jobs=options["jobs"], hrf_delay=options["hrf_delay"],
         confounds_strategy=options["confounds_strategy"], detrend=options["detrend"],
         standardize=options["standardize"], high_pass=options["high_pass"],
-        low_pass=options["low_pass"],
+        low_pass=options["low_pass"], shard=shard, progress=True,
     )
-    if not (summary.done or summary.skipped):
+    if shard is not None:
+        logger.info("Parcellated shard %s; run the stage once more without a shard to finish it.", shard)
+        return
+    rows = summary.table().to_dict("records")
+    finished = [r["output"] for r in rows if r["status"] == "done" or r["reason"].startswith("finished")]
+    busy = [r["run"] for r in rows if r["status"] == "skipped" and r["output"] not in finished]
+    if busy:
+        raise InputDataError(
+            f"{len(busy)} run(s) are being parcellated by another process ({busy[:3]}...): "
+            "run this stage again when they are done."
+        )
+    if not finished:
         raise InputDataError(f"Every run failed to parcellate; see the failures table in {ws.timeseries}.")
     if summary.failed:
         logger.warning("%d run(s) failed and are left out; see %s.", len(summary.failed), ws.timeseries)
-    _mark_done(ws, "parcellate", key, done=len(summary.done), skipped=len(summary.skipped),
-               failed=summary.failed)
+    _mark_done(ws, "parcellate", keys["parcellate"], outputs=finished, failed=summary.failed)
 
 
 def _load_atlas(config: dict, reference_img):
@@ -142,17 +201,16 @@ def _load_atlas(config: dict, reference_img):
     return load_atlas(config["atlas"]["name"], target_img=reference_img, **config["atlas"]["options"])
 
 
-def samples_stage(config: dict, ws: Workspace, key: str) -> None:
+def samples_stage(config: dict, ws: Workspace, keys: dict) -> None:
     """Cut labelled windows, split by subject, fit the scaler on the training split."""
-    from .data.parcellation import find_timeseries, load_timeseries
+    from .data.parcellation import load_timeseries
     from .data.samples import Standardizer, build_samples, split_by_subject
 
-    if _is_done(ws, "samples", key):
+    key = keys["samples"]
+    if _is_done(ws, "samples", key, output=ws.samples / "samples.npz"):
         return
     options = config["samples"]
-    paths = find_timeseries(ws.timeseries)
-    if not paths:
-        raise InputDataError(f"No region time series in {ws.timeseries}: run the parcellate stage.")
+    paths = _require(ws, "parcellate", keys["parcellate"])["outputs"]
     samples = build_samples(
         (load_timeseries(p) for p in paths), classes=options["classes"], label=options["label"],
         window=options["window"], start=options["start"], step=options["step"],
@@ -186,7 +244,7 @@ def _dataset(samples):
     return SequenceDataset(samples.x, samples.y, samples.lengths)
 
 
-def train_stage(config: dict, ws: Workspace, key: str) -> None:
+def train_stage(config: dict, ws: Workspace, keys: dict) -> None:
     """Train every configured model on the training split (early stopping on validation)."""
     from .models import build_model
     from .plotting import plot_confusion_matrix
@@ -194,9 +252,10 @@ def train_stage(config: dict, ws: Workspace, key: str) -> None:
 
     splits = None
     for name, spec in config["models"].items():
-        model_key = config_hash(key, spec)
-        if _is_done(ws, "train", model_key, name):
+        model_key = _model_key(keys["train"], config, name)
+        if _is_done(ws, "train", model_key, name, output=ws.model_dir(name) / "best" / "model.pt"):
             continue
+        _require(ws, "samples", keys["samples"])
         splits = splits or load_splits(ws)
         train, val = splits["train"], splits["val"]
         out = _fresh_model_dir(ws.model_dir(name), model_key)
@@ -236,20 +295,33 @@ def _fresh_model_dir(out: Path, key: str) -> Path:
     return out
 
 
-def explain_stage(config: dict, ws: Workspace, key: str) -> None:
+def explain_stage(config: dict, ws: Workspace, keys: dict) -> None:
     """Saliency on the held-out subjects: per-class (time x region) maps and their metrics."""
     splits = None
-    for name, spec in config["models"].items():
-        model_key = config_hash(key, spec)
-        if _is_done(ws, "explain", model_key, name):
+    for name in config["models"]:
+        model_key = _model_key(keys["explain"], config, name)
+        if _is_done(ws, "explain", model_key, name, output=ws.saliency_dir(name) / "metrics.json"):
             continue
+        _require(ws, "train", _model_key(keys["train"], config, name), name)
         splits = splits or load_splits(ws)
         summary = _explain_model(config, ws, name, splits["test"])
         _mark_done(ws, "explain", model_key, name, **summary)
-    if config["report"]["linear_baseline"] and not _is_done(ws, "explain", key, "linear"):
-        splits = splits or load_splits(ws)
-        summary = _explain_linear(config, ws, splits)
-        _mark_done(ws, "explain", key, "linear", **summary)
+    linear_key = _model_key(keys["explain"], config, "linear")
+    if not config["report"]["linear_baseline"]:
+        _remove_linear(ws)
+    elif not _is_done(ws, "explain", linear_key, "linear"):
+        _require(ws, "samples", keys["samples"])
+        _remove_linear(ws)
+        summary = _explain_linear(config, ws, splits or load_splits(ws))
+        _mark_done(ws, "explain", linear_key, "linear", **summary)
+
+
+def _remove_linear(ws: Workspace) -> None:
+    """Forget the linear reference's outputs (switched off, or to be recomputed)."""
+    for path in (ws.saliency_dir("linear"), ws.maps_dir("linear")):
+        shutil.rmtree(path, ignore_errors=True)
+    for stage in ("explain", "project"):
+        ws.marker(stage, "linear").unlink(missing_ok=True)
 
 
 def _explain_model(config: dict, ws: Workspace, name: str, test) -> dict:
@@ -260,8 +332,10 @@ def _explain_model(config: dict, ws: Workspace, name: str, test) -> dict:
     from .training import load_model
 
     options = config["saliency"]
-    model = load_model(ws.model_dir(name) / "best")
-    x, y, lengths = (torch.from_numpy(a) for a in (test.x, test.y, test.lengths))
+    device = config["training"]["device"] or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = load_model(ws.model_dir(name) / "best", map_location=device)
+    x, y = (torch.from_numpy(a).to(device) for a in (test.x, test.y))
+    lengths = torch.from_numpy(test.lengths)  # packed sequences want lengths on the CPU
     logger.info("Saliency (%s) of %s on %d held-out samples", options["method"], name, len(test))
     saliency = attribute(model, x, target=y, method=options["method"], lengths=lengths,
                          batch_size=options["batch_size"])
@@ -285,7 +359,7 @@ def _explain_linear(config: dict, ws: Workspace, splits: dict) -> dict:
         return {"skipped": True}
     baseline = LinearBaseline(seed=config["seed"]).fit(train.x, train.y)
     accuracy = float(np.mean(baseline.predict(test.x) == test.y))
-    maps = baseline.weight_maps()
+    maps = baseline.weight_maps(len(test.classes))
     metrics = {"test_accuracy": accuracy, "class_maps_only": True}
     metrics.update(planted_region_metrics(maps, test.classes, test.region_names,
                                            _load_ground_truth(config)))
@@ -331,17 +405,19 @@ def load_class_maps(directory: Path) -> tuple[np.ndarray, dict]:
     return maps, json.loads((directory / "class_maps.json").read_text())
 
 
-def project_stage(config: dict, ws: Workspace, key: str) -> None:
+def project_stage(config: dict, ws: Workspace, keys: dict) -> None:
     """Each model's per-class maps (group, and per subject on request) to 4D/3D NIfTI on the
     data grid, with sidecars."""
     from .saliency.projection import save_saliency_maps
 
     atlas = None
     stride, start = config["samples"]["frame_stride"], config["samples"]["start"]
-    for name in _explained(config, ws):
-        if _is_done(ws, "project", config_hash(key, name), name):
+    for name in _explained(config, ws, keys):
+        key = _model_key(keys["project"], config, name)
+        if _is_done(ws, "project", key, name, output=ws.maps_dir(name)):
             continue
-        atlas = atlas or _atlas_for_outputs(config, ws)[0]
+        shutil.rmtree(ws.maps_dir(name), ignore_errors=True)  # no maps of other settings or subjects
+        atlas = atlas or _atlas_for_outputs(config, ws, keys)[0]
         group = ws.saliency_dir(name)
         sources = [("group", group)] + [(d.name, d) for d in sorted(group.glob("sub-*"))]
         paths = []
@@ -352,27 +428,32 @@ def project_stage(config: dict, ws: Workspace, key: str) -> None:
                 ws.maps_dir(name), dict(zip(meta["classes"], values, strict=True)), atlas,
                 t_r=meta["t_r"] / stride, stride=stride, model=name, method=_method(config, name),
                 frames=[start, start + maps.shape[1] * stride], space=atlas.space, prefix=prefix,
-                extra={"atlas": atlas.name, "samples": prefix},
+                n_bins=config["saliency"]["n_bins"], extra={"atlas": atlas.name, "samples": prefix},
             )
-        _mark_done(ws, "project", config_hash(key, name), name, files=[str(p) for p in paths])
+        _mark_done(ws, "project", key, name, files=[str(p) for p in paths])
 
 
 def _method(config: dict, name: str) -> str:
     return "weights" if name == "linear" else config["saliency"]["method"]
 
 
-def _explained(config: dict, ws: Workspace) -> list[str]:
+def _explained(config: dict, ws: Workspace, keys: dict) -> list[str]:
+    """The models whose saliency is done with the current parameters (or a clear error),
+    plus the linear reference when it is on and was computed."""
+    for name in config["models"]:
+        _require(ws, "explain", _model_key(keys["explain"], config, name), name)
     names = list(config["models"])
-    if (ws.saliency_dir("linear") / "class_maps.npz").is_file():
+    linear = _marker(ws, "explain", _model_key(keys["explain"], config, "linear"), "linear")
+    if config["report"]["linear_baseline"] and linear and not linear.get("skipped"):
         names.append("linear")
     return names
 
 
-def _atlas_for_outputs(config: dict, ws: Workspace):
-    """The atlas on the data grid, and the sidecar of one parcellated run."""
-    from .data.parcellation import find_timeseries, load_timeseries
+def _atlas_for_outputs(config: dict, ws: Workspace, keys: dict):
+    """The atlas on the data grid, and the sidecar of one parcellated run of this config."""
+    from .data.parcellation import load_timeseries
 
-    _, sidecar = load_timeseries(find_timeseries(ws.timeseries)[0])
+    _, sidecar = load_timeseries(_require(ws, "parcellate", keys["parcellate"])["outputs"][0])
     return _load_atlas(config, sidecar["source_bold"]), sidecar
 
 
@@ -387,17 +468,17 @@ def _to_atlas_regions(maps: np.ndarray, regions: list[str], atlas) -> np.ndarray
     return out
 
 
-def report_stage(config: dict, ws: Workspace, key: str) -> None:
+def report_stage(config: dict, ws: Workspace, keys: dict) -> None:
     """Figures for every model and class, then the self-contained HTML report."""
     from .plotting import plot_saliency_over_time
     from .report import ModelResult, Report, write_report
 
-    if _is_done(ws, "report", key) and ws.report.is_file():
+    if _is_done(ws, "report", keys["report"], output=ws.report):
         return
-    atlas, sidecar = _atlas_for_outputs(config, ws)
+    names = _explained(config, ws, keys)
+    atlas, sidecar = _atlas_for_outputs(config, ws, keys)
     test = load_splits(ws)["test"]
     stride = config["samples"]["frame_stride"]
-    names = _explained(config, ws)
     results = _draw_class_figures(config, ws, names, atlas, test)
     models, curves = [], {}
     for name in names:
@@ -424,7 +505,7 @@ def report_stage(config: dict, ws: Workspace, key: str) -> None:
     )
     write_report(ws.report, report)
     logger.info("Report: %s", ws.report)
-    _mark_done(ws, "report", key, report=str(ws.report))
+    _mark_done(ws, "report", keys["report"], report=str(ws.report))
 
 
 def _draw_class_figures(config: dict, ws: Workspace, names: list[str], atlas, test) -> dict:

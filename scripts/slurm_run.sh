@@ -1,12 +1,15 @@
 #!/bin/bash
-# Run the fmri_ica pipeline (train, explain, project, report) as one SLURM job.
+# Run the fmri_ica pipeline (parcellate, train, explain, project, report) as one SLURM job.
 #
 #   sbatch scripts/slurm_run.sh config.yaml
 #
-# Parcellate large data sets first with scripts/slurm_parcellate.sh (a job array); this
-# job then finds the region time series done and skips that stage. Training checkpoints
-# every epoch; on preemption or time-out SLURM sends SIGTERM (--signal below), training
-# saves its exact state and exits, and the requeued job resumes where it stopped.
+# Large data sets: parcellate first as a job array with the same config (each task takes
+# every N-th run; finished runs are skipped), then submit this job, which finds them done:
+#   sbatch --array=0-19 --wrap "fmri-ica run config.yaml --stage parcellate --shard auto"
+#
+# Training checkpoints every epoch. Before preemption or the time limit SLURM sends SIGTERM
+# (--signal below); training saves its exact state and exits with status 143, and this
+# script requeues the job, which resumes where it stopped.
 #SBATCH --job-name=fmri-ica-run
 #SBATCH --cpus-per-task=4
 #SBATCH --gres=gpu:1
@@ -15,10 +18,18 @@
 #SBATCH --signal=B:TERM@120
 #SBATCH --requeue
 #SBATCH --output=%x_%j.out
-set -euo pipefail
+set -uo pipefail
 
 CONFIG=${1:?usage: sbatch scripts/slurm_run.sh CONFIG [fmri-ica run options...]}
 shift
 
-# exec: SLURM's signal reaches fmri-ica itself, which checkpoints and exits cleanly.
-exec fmri-ica run "$CONFIG" "$@"
+fmri-ica run "$CONFIG" "$@" &
+child=$!
+trap 'kill -TERM "$child" 2>/dev/null' TERM  # pass SLURM's warning on to fmri-ica
+wait "$child"; status=$?
+if [ "$status" -gt 128 ]; then wait "$child"; status=$?; fi  # wait returned early for the trap
+if [ "$status" -eq 143 ] && [ -n "${SLURM_JOB_ID:-}" ]; then
+    echo "fmri-ica saved its state after SIGTERM; requeueing job $SLURM_JOB_ID" >&2
+    scontrol requeue "$SLURM_JOB_ID"
+fi
+exit "$status"

@@ -45,3 +45,19 @@ def test_missing_or_broken_file_names_it(tmp_path):
 def test_hash_changes_with_content_only():
     assert config_hash({"a": 1, "b": 2}) == config_hash({"b": 2, "a": 1})
     assert config_hash({"a": 1}) != config_hash({"a": 2})
+
+
+def test_command_line_overrides_change_one_model_value(tmp_path):
+    from fmri_ica.cli import build_parser
+    from fmri_ica.cli._common import load_config_from_args
+
+    (tmp_path / "c.yaml").write_text("models:\n  ica: {kind: ica, hidden_size: 8}\n  lstm: {kind: lstm}\n")
+    args = build_parser().parse_args(
+        ["run", str(tmp_path / "c.yaml"), "--set", "models.ica.hidden_size=128", "--set", "training.epochs=2"]
+    )
+    config = load_config_from_args(args)
+    assert config["models"] == {"ica": {"kind": "ica", "hidden_size": 128}, "lstm": {"kind": "lstm"}}
+    assert config["training"]["epochs"] == 2
+    args = build_parser().parse_args(["run", str(tmp_path / "c.yaml"), "--set", "training.epoch=2"])
+    with pytest.raises(InvalidParameterError, match="Did you mean 'epochs'"):
+        load_config_from_args(args)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import nibabel as nib
 import numpy as np
@@ -93,5 +94,23 @@ def test_rerun_skips_everything_and_changes_nothing(run_dir, caplog):
     skipped = [r.message for r in caplog.records if r.message.startswith("Skipping")]
     assert len(skipped) >= 6
     after = {p: p.stat().st_mtime_ns for p in before}
-    changed = [p for p in before if before[p] != after[p] and p.name != "config.json"]
+    logs = {"config.json", "parcellate_summary.json", "parcellate_failures.tsv"}  # rewritten per run
+    changed = [p for p in before if before[p] != after[p] and p.name not in logs]
     assert not changed
+
+
+def test_a_stage_refuses_upstream_outputs_made_with_other_parameters(run_dir, capsys):
+    config = str(run_dir.parent / "config.yaml")
+    assert main(["-q", "train", config, "--set", "samples.window=20"]) == 1
+    error = capsys.readouterr().err
+    assert "samples stage has not been run with the current parameters" in error
+
+
+def test_narrowing_the_data_leaves_earlier_runs_out(run_dir):
+    out = run_dir.parent / "narrow"
+    config = str(run_dir.parent / "config.yaml")
+    shutil.copytree(run_dir / "timeseries", out / "timeseries")  # finished runs of all tasks
+    assert main(["-q", "run", config, "--output", str(out), "--stage", "parcellate",
+                 "--stage", "samples", "--set", "data.tasks=[WM]", "--set", "samples.classes=null"]) == 0
+    marker = json.loads((out / ".stages" / "samples.json").read_text())
+    assert marker["classes"] == ["WM"]

@@ -18,7 +18,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 def load_config_from_args(args: argparse.Namespace) -> dict:
     import yaml
 
-    from ..config import load_config
+    from ..config import load_config, merge_config
     from ..exceptions import InvalidParameterError
 
     overrides: dict = {}
@@ -33,13 +33,14 @@ def load_config_from_args(args: argparse.Namespace) -> dict:
         target[last] = yaml.safe_load(value)
     if args.output:
         overrides["output"] = args.output
-    return load_config(args.config, overrides)
+    return merge_config(load_config(args.config), overrides, source="--set", replace_free_form=False)
 
 
 def run_stages(args: argparse.Namespace, stages: tuple[str, ...]) -> int:
     from ..pipeline import run_pipeline
 
-    workspace = run_pipeline(load_config_from_args(args), stages=stages)
+    workspace = run_pipeline(load_config_from_args(args), stages=stages,
+                             shard=getattr(args, "shard", None))
     print(json.dumps({"output": str(workspace.root), "stages": list(stages)}))
     return 0
 

@@ -35,6 +35,11 @@ def add_arguments(parser) -> None:
         "--stage", action="append", choices=_STAGES, dest="stages",
         help="run only this stage (repeatable); default: all, in order",
     )
+    parser.add_argument(
+        "--shard", metavar="I/N",
+        help="parcellate only runs I, I+N, ... (0-based; 'auto' reads SLURM's array variables), "
+        "for array jobs; then run the stage once more without --shard to finish it",
+    )
 
 
 def run(args) -> int:

@@ -64,8 +64,16 @@ class SampleSet:
         return len(self.y)
 
     def subset(self, index: Sequence[int] | np.ndarray) -> SampleSet:
-        """The samples at ``index`` (a copy), same classes and regions."""
-        index = np.asarray(index, dtype=int)
+        """The samples at ``index`` (integer positions or a boolean mask; a copy), same
+        classes and regions."""
+        index = np.asarray(index)
+        if index.dtype == bool:
+            if index.shape != (len(self),):
+                raise InvalidParameterError(
+                    f"A boolean 'index' must have one value per sample ({len(self)}); got {index.shape}."
+                )
+            index = np.flatnonzero(index)
+        index = index.astype(int)
         return SampleSet(
             x=self.x[index], y=self.y[index], lengths=self.lengths[index],
             task_on=self.task_on[index], subjects=self.subjects[index], runs=self.runs[index],
