@@ -21,7 +21,7 @@ from fmri_ica.config import load_config, merge_config
 from fmri_ica.pipeline import run_pipeline
 
 FIGURES = {
-    "test accuracy": lambda m: m["balanced_accuracy"],
+    "test balanced accuracy": lambda m: m["balanced_accuracy"],
     "last-10% mass": lambda m: m["mass_last_10pct"]["mean"],
     "ON share": lambda m: m["on_share"]["mean"],
     "ON share, mismatched": lambda m: m["on_share_mismatched"]["mean"],

@@ -3,7 +3,7 @@
 Simulates task fMRI for the 7 HCP tasks with known ground truth (which regions respond
 to which task, and when), parcellates it, trains the input-cell attention LSTM and a plain
 LSTM, computes their saliency on held-out subjects, projects it onto the brain as 4D NIfTI
-maps across time, and writes an HTML report. About 10 minutes on a 2-core laptop; re-running
+maps across time, and writes an HTML report. About 3 minutes on 2 CPU cores; re-running
 skips finished work.
 
 Examples:
