@@ -96,16 +96,19 @@ def _mark_done(ws: Workspace, stage: str, key: str, name: str = "", **info) -> N
     write_json(ws.marker(stage, name), {"key": key, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **info})
 
 
-def _stage_keys(config: dict) -> dict[str, str]:
+def _stage_keys(config: dict, ws: Workspace) -> dict[str, str]:
     """Hash of the config each stage depends on, chained so later stages follow earlier ones.
 
-    Settings that do not change results (parallel jobs, device) are left out, so that e.g.
-    parcellating with many jobs and training on a GPU node reuse each other's work.
+    The samples key also covers the list of parcellated runs, so a run that parcellates now
+    but failed before re-runs everything downstream. Settings that do not change results
+    (parallel jobs, device) are left out, so that e.g. parcellating with many jobs and
+    training on a GPU node reuse each other's work.
     """
     parcellation = {k: v for k, v in config["parcellation"].items() if k != "jobs"}
     training = {k: v for k, v in config["training"].items() if k != "device"}
     keys = {"parcellate": config_hash(config["data"], config["atlas"], parcellation)}
-    keys["samples"] = config_hash(keys["parcellate"], config["samples"], config["seed"])
+    runs = (_marker(ws, "parcellate", keys["parcellate"]) or {}).get("outputs")
+    keys["samples"] = config_hash(keys["parcellate"], runs, config["samples"], config["seed"])
     keys["train"] = config_hash(keys["samples"], training, config["seed"])
     keys["explain"] = config_hash(keys["train"], config["saliency"])
     keys["project"] = keys["explain"]
@@ -140,10 +143,10 @@ def run_pipeline(config: dict, stages: tuple[str, ...] = STAGES, *, shard=None) 
     ws = Workspace(Path(config["output"]).resolve())
     ws.root.mkdir(parents=True, exist_ok=True)
     write_json(ws.root / "config.json", {"config": config, "versions": package_versions()})
-    keys = _stage_keys(config)
     for stage in STAGES:
         if stage in stages:
             logger.info("Stage %s", stage)
+            keys = _stage_keys(config, ws)  # after parcellation, the runs it finished count
             if stage == "parcellate":
                 parcellate_stage(config, ws, keys, shard=shard)
             else:
