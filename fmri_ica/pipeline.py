@@ -483,6 +483,7 @@ def report_stage(config: dict, ws: Workspace, keys: dict) -> None:
     test = load_splits(ws)["test"]
     stride = config["samples"]["frame_stride"]
     results = _draw_class_figures(config, ws, names, atlas, test)
+    _mark_planted(results, _load_ground_truth(config))
     models, curves = [], {}
     for name in names:
         metrics = json.loads((ws.saliency_dir(name) / "metrics.json").read_text())
@@ -545,6 +546,16 @@ def _draw_class_figures(config: dict, ws: Workspace, names: list[str], atlas, te
         result.n_samples = int(np.sum(test.y == test.classes.index(result.name)))
         results[name].append(result)
     return results
+
+
+def _mark_planted(results: dict, ground_truth: dict | None) -> None:
+    """With a simulator's ground truth, say which top regions were planted for the task."""
+    tasks = (ground_truth or {}).get("tasks", {})
+    for classes in results.values():
+        for result in classes:
+            if result.name in tasks and result.top_regions is not None:
+                planted = set(tasks[result.name].get("planted_names", []))
+                result.top_regions["planted"] = ["yes" if r in planted else "" for r in result.top_regions["region"]]
 
 
 def _describe(config: dict, name: str) -> str:

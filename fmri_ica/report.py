@@ -589,6 +589,7 @@ def _class_block(
                     ("z", "z (mm)", 0),
                     ("saliency", "mean saliency"),
                     ("share", "share of total"),
+                    *([("planted", "planted (ground truth)")] if "planted" in rows[0] else []),
                 ],
                 caption="Most salient regions (mean over time and test samples of the "
                 "class); MNI coordinates of the region centre.",

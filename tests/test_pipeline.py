@@ -82,7 +82,8 @@ def test_models_metrics_and_splits_are_written(run_dir):
 
 def test_report_renders_with_every_model(run_dir):
     html = (run_dir / "report.html").read_text()
-    for text in ("When does each model look?", "ica-lstm", "lstm", "linear", "MOTOR", "WM"):
+    for text in ("When does each model look?", "ica-lstm", "lstm", "linear", "MOTOR", "WM",
+                 "planted (ground truth)"):
         assert text in html
     assert "http://" not in html.replace("http://www.w3.org", "")
 
