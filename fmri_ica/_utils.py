@@ -138,10 +138,12 @@ def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
 
 
 def progress(iterable=None, *, desc: str = "", total: int | None = None, enabled: bool = True, **kw):
-    """A tqdm progress bar on stderr; off when ``enabled`` is False."""
+    """A tqdm progress bar on stderr; off when ``enabled`` is False, and when stderr is not a
+    terminal (batch-job logs get the log lines, not thousands of bar updates)."""
     from tqdm.auto import tqdm
 
-    return tqdm(iterable, desc=desc, total=total, disable=not enabled, file=sys.stderr, **kw)
+    return tqdm(iterable, desc=desc, total=total, disable=None if enabled else True,
+                file=sys.stderr, **kw)
 
 
 def configure_logging(verbosity: int = 1) -> None:
