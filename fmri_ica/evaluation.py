@@ -22,13 +22,14 @@ def accuracy_gate(scores: dict, classes: list[str]) -> dict:
 
 
 def saliency_metrics(saliency: np.ndarray, test, top_k: float, ground_truth: dict | None,
-                     *, seed: int = 0) -> dict:
+                     *, seed: int = 0, class_maps: np.ndarray | None = None) -> dict:
     """The report's saliency figures of merit for one model on the test samples.
 
     saliency: (n, time, region) non-negative. Returns JSON-ready numbers: the saliency-over-
     time curve, the mass in the last 10% of steps, the task-ON share of the top-k cells with
     its mismatched baseline (the same maps scored against other classes' ON frames) and
-    chance level, and, with a ground truth, the shares in planted regions.
+    chance level, and, with a ground truth, the shares in planted regions. ``class_maps``:
+    :func:`class_means` of ``saliency`` if the caller has them already.
     """
     from .saliency import metrics as m
 
@@ -45,7 +46,9 @@ def saliency_metrics(saliency: np.ndarray, test, top_k: float, ground_truth: dic
         "on_share_chance": float(test.task_on[valid].mean()),
         "on_share_per_class": _per_class(on_share, test),
     }
-    result.update(planted_region_metrics(class_means(saliency, test), test.classes,
+    if class_maps is None:
+        class_maps = class_means(saliency, test)
+    result.update(planted_region_metrics(class_maps, test.classes,
                                           test.region_names, ground_truth))
     planted = planted_masks(ground_truth, test.classes, test.region_names)
     if planted is not None:

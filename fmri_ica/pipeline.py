@@ -343,12 +343,14 @@ def _explain_model(config: dict, ws: Workspace, name: str, test) -> dict:
     saliency = attribute(model, x, target=y, method=options["method"], lengths=lengths,
                          batch_size=options["batch_size"])
     saliency = np.abs(saliency.detach().cpu().numpy()).astype(np.float32)
+    maps = class_means(saliency, test)
     metrics = saliency_metrics(saliency, test, options["top_k"], _load_ground_truth(config),
-                               seed=config["seed"])
+                               seed=config["seed"], class_maps=maps)
     metrics["removal"] = removal_test(model, x, y, saliency, lengths=lengths, seed=config["seed"])
     evaluation = json.loads((ws.model_dir(name) / "evaluation.json").read_text())
     metrics.update(accuracy_gate(evaluation["test"], test.classes))
-    _save_saliency(ws.saliency_dir(name), saliency, test, metrics, config, per_subject=options["per_subject"])
+    _save_saliency(ws.saliency_dir(name), saliency, maps, test, metrics, config,
+                   per_subject=options["per_subject"])
     return {"test_accuracy": evaluation["test"]["accuracy"]}
 
 
@@ -373,11 +375,11 @@ def _explain_linear(config: dict, ws: Workspace, splits: dict) -> dict:
     return {"test_accuracy": accuracy}
 
 
-def _save_saliency(out: Path, saliency, test, metrics, config, *, per_subject: bool) -> None:
+def _save_saliency(out: Path, saliency, maps, test, metrics, config, *, per_subject: bool) -> None:
     from ._utils import atomic_path
     from .saliency.metrics import saliency_over_time
 
-    _write_class_maps(out, class_means(saliency, test), test)
+    _write_class_maps(out, maps, test)
     with atomic_path(out / "curves.npz") as tmp, open(tmp, "wb") as handle:
         np.savez_compressed(handle, curves=saliency_over_time(saliency, lengths=test.lengths),
                             y=test.y, subjects=test.subjects.astype(str))
