@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 from fmri_ica.config import load_config
-from fmri_ica.evaluation import saliency_metrics
 from fmri_ica.pipeline import Workspace, load_splits
 from fmri_ica.saliency import attribute
+from fmri_ica.saliency.scoring import saliency_metrics
 from fmri_ica.training import load_model
 
 METHODS = ("gradient", "input_x_gradient", "integrated_gradients", "smoothgrad", "gradient_shap")

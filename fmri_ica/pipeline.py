@@ -20,8 +20,8 @@ import numpy as np
 
 from ._utils import package_versions, seed_everything, write_json
 from .config import config_hash
-from .evaluation import accuracy_gate, class_means, planted_region_metrics, saliency_metrics
 from .exceptions import InputDataError, InvalidParameterError
+from .saliency.scoring import accuracy_gate, class_means, planted_region_metrics, saliency_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -250,7 +250,7 @@ def _dataset(samples):
 def train_stage(config: dict, ws: Workspace, keys: dict) -> None:
     """Train every configured model on the training split (early stopping on validation)."""
     from .models import build_model
-    from .plotting import plot_confusion_matrix
+    from .reporting.plotting import plot_confusion_matrix
     from .training import evaluate, fit, load_model
 
     splits = None
@@ -356,7 +356,7 @@ def _explain_model(config: dict, ws: Workspace, name: str, test) -> dict:
 
 def _explain_linear(config: dict, ws: Workspace, splits: dict) -> dict:
     """The linear reference: accuracy and |weight| maps, scored like the saliency maps."""
-    from .linear_baseline import LinearBaseline
+    from .models.linear import LinearBaseline
 
     train, test = splits["train"], splits["test"]
     if len(set(train.lengths.tolist() + test.lengths.tolist())) > 1:
@@ -475,8 +475,8 @@ def _to_atlas_regions(maps: np.ndarray, regions: list[str], atlas) -> np.ndarray
 
 def report_stage(config: dict, ws: Workspace, keys: dict) -> None:
     """Figures for every model and class, then the self-contained HTML report."""
-    from .plotting import plot_saliency_over_time
-    from .report import ModelResult, Report, write_report
+    from .reporting.plotting import plot_saliency_over_time
+    from .reporting.report import ModelResult, Report, write_report
 
     if _is_done(ws, "report", keys["report"], output=ws.report):
         return
@@ -523,7 +523,7 @@ def _draw_class_figures(config: dict, ws: Workspace, names: list[str], atlas, te
     """
     from joblib import Parallel, delayed
 
-    from .report import class_figures
+    from .reporting.report import class_figures
 
     options, stride = config["report"], config["samples"]["frame_stride"]
     primary = next(iter(config["models"]), None)

@@ -7,7 +7,7 @@ import pytest
 
 from fmri_ica.estimator import TaskDecoder
 from fmri_ica.exceptions import InvalidParameterError
-from fmri_ica.linear_baseline import LinearBaseline
+from fmri_ica.models.linear import LinearBaseline
 
 
 def _toy(n=120, t=12, r=5, seed=0):

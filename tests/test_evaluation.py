@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fmri_ica.data.samples import SampleSet
-from fmri_ica.evaluation import accuracy_gate, planted_masks, saliency_metrics
+from fmri_ica.saliency.scoring import accuracy_gate, planted_masks, saliency_metrics
 
 
 def _test_set(n_time=10, n_regions=4):

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from fmri_ica import plotting
 from fmri_ica.exceptions import InvalidParameterError
+from fmri_ica.reporting import plotting
 from fmri_ica.saliency.projection import time_average_img
 
 

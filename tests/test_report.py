@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from fmri_ica.exceptions import InputDataError, InvalidParameterError
-from fmri_ica.report import ClassResult, ModelResult, Report, reliability, write_report
+from fmri_ica.reporting.report import ClassResult, ModelResult, Report, reliability, write_report
 
 CLASSES = ["MOTOR", "WM"]
 
@@ -248,7 +248,7 @@ def test_deterministic(full_report, tmp_path):
 def test_class_figures_end_to_end(tmp_path, rng, affine):
     import nibabel as nib
 
-    from fmri_ica.report import class_figures
+    from fmri_ica.reporting.report import class_figures
 
     class Atlas:
         name, kind = "tiny", "labels"

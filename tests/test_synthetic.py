@@ -74,7 +74,7 @@ def test_bad_names_and_sizes():
 
 def test_quick_benchmark_input_cell_attention_beats_lstm_on_earlier(tmp_path):
     """The paper's claim at CI size: the LSTM's saliency vanishes before the early box."""
-    from fmri_ica.synthetic_benchmark import run_synthetic_benchmark
+    from fmri_ica.benchmark.synthetic import run_synthetic_benchmark
 
     table = run_synthetic_benchmark(
         tmp_path, "quick", datasets=["earlier"], models=["lstm", "ica_mean"], progress=False
@@ -89,7 +89,7 @@ def test_quick_benchmark_input_cell_attention_beats_lstm_on_earlier(tmp_path):
         assert (root / name).stat().st_size > 0
     assert "| LSTM | 0.0" in (root / "table.md").read_text()
 
-    from fmri_ica.synthetic_benchmark import compare_methods
+    from fmri_ica.benchmark.synthetic import compare_methods
 
     methods = compare_methods(
         tmp_path, "quick", datasets=["earlier"], models=["lstm", "ica_mean"],
@@ -104,7 +104,7 @@ def test_quick_benchmark_input_cell_attention_beats_lstm_on_earlier(tmp_path):
 def test_benchmark_resumes_and_records_failures(tmp_path, monkeypatch):
     import json
 
-    from fmri_ica import synthetic_benchmark as B
+    from fmri_ica.benchmark import synthetic as B
 
     B.run_synthetic_benchmark(
         tmp_path, "quick", datasets=["latter"], models=["lstm"], progress=False
@@ -132,8 +132,8 @@ def test_stop_at_training_accuracy_rule(tmp_path):
     """The authors' rule: stop at the first epoch with 100% training accuracy."""
     import torch
 
+    from fmri_ica.benchmark.synthetic import _train
     from fmri_ica.models import build_model
-    from fmri_ica.synthetic_benchmark import _train
 
     data = S.make_dataset("latter", 120, seed=0)
     train = (data.x[:100], data.y[:100])

@@ -51,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..synthetic_benchmark import (
+    from ..benchmark.synthetic import (
         compare_methods,
         format_methods_table,
         format_table,

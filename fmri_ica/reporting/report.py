@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from ._utils import package_versions, write_text
-from .exceptions import InputDataError, InvalidParameterError
+from .._utils import package_versions, write_text
+from ..exceptions import InputDataError, InvalidParameterError
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class ClassResult:
         Keys among :data:`CLASS_FIGURES`; values are image files (PNG, GIF, JPEG, SVG),
         matplotlib figures or PNG bytes.
     interactive : path or None
-        A self-contained HTML viewer (:func:`fmri_ica.plotting.save_interactive_view`).
+        A self-contained HTML viewer (:func:`fmri_ica.reporting.plotting.save_interactive_view`).
     top_regions : pandas.DataFrame or list of dict, optional
         From :func:`fmri_ica.saliency.projection.top_regions`: rank, region, network,
         x, y, z, saliency[, share].
@@ -125,7 +125,7 @@ class Report:
     models : list of ModelResult
         The linear baseline, if any, is a ModelResult with ``kind="linear"``.
     saliency_over_time : figure, optional
-        :func:`fmri_ica.plotting.plot_saliency_over_time` output; shown first.
+        :func:`fmri_ica.reporting.plotting.plot_saliency_over_time` output; shown first.
     parameters : dict
         Configuration, shown as JSON at the end.
     versions : dict, optional
@@ -763,8 +763,8 @@ def class_figures(
     -------
     ClassResult
     """
+    from ..saliency.projection import time_average_img, top_regions
     from . import plotting
-    from .saliency.projection import time_average_img, top_regions
 
     out_dir = Path(out_dir)
     stem = f"{_anchor(model)}_{_anchor(class_name)}"

@@ -28,9 +28,9 @@ matplotlib.use("Agg")  # before pyplot: no display on batch nodes
 import matplotlib.pyplot as plt
 import numpy as np
 
-from ._utils import atomic_path, write_text
-from .exceptions import InvalidParameterError
-from .saliency.projection import (
+from .._utils import atomic_path, write_text
+from ..exceptions import InvalidParameterError
+from ..saliency.projection import (
     bin_means,
     regions_to_img,
     time_bin_edges,

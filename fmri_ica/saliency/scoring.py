@@ -31,7 +31,7 @@ def saliency_metrics(saliency: np.ndarray, test, top_k: float, ground_truth: dic
     chance level, and, with a ground truth, the shares in planted regions. ``class_maps``:
     :func:`class_means` of ``saliency`` if the caller has them already.
     """
-    from .saliency import metrics as m
+    from . import metrics as m
 
     lengths = test.lengths
     curve = m.saliency_over_time(saliency, lengths=lengths)
@@ -79,7 +79,7 @@ def _mismatched_on(test, seed: int) -> np.ndarray:
 
 def class_means(saliency: np.ndarray, test) -> np.ndarray:
     """(class, time, region): mean of per-sample min-max scaled saliency over each class."""
-    from .saliency.metrics import minmax_scale
+    from .metrics import minmax_scale
 
     scaled = minmax_scale(saliency)
     return np.stack([
@@ -106,7 +106,7 @@ def planted_masks(ground_truth: dict | None, classes: list[str], regions: list[s
 
 def planted_region_metrics(class_maps: np.ndarray, classes, regions, ground_truth) -> dict:
     """Region-level precision at the number of planted regions, per class and mean."""
-    from .saliency.metrics import region_precision_at_k
+    from .metrics import region_precision_at_k
 
     planted = planted_masks(ground_truth, classes, regions)
     if planted is None:

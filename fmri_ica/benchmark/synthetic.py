@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ._utils import atomic_path, check_option, package_versions, seed_everything, write_json
-from ._utils import write_text as _write_text
-from .data.synthetic import DATASETS, DISPLAY_NAMES, make_split
+from .._utils import atomic_path, check_option, package_versions, seed_everything, write_json
+from .._utils import write_text as _write_text
+from ..data.synthetic import DATASETS, DISPLAY_NAMES, make_split
 
 logger = logging.getLogger(__name__)
 
@@ -237,7 +237,7 @@ def _train(net, train, val, options, stop_at, *, out_dir, seed, device, progress
     training accuracy reaches it: the authors' rule (they stop at 100% training
     accuracy), which keeps the network from saturating. The weights kept are the
     best on validation loss up to that epoch."""
-    from .training import fit
+    from ..training import fit
 
     common = {"out_dir": out_dir, "resume": True, "seed": seed, "device": device}
     if stop_at is None:
@@ -285,9 +285,9 @@ def _standardise(train, *others):
 def _run_cell(root, profile, dataset, model, seed, device, progress) -> dict:
     import torch
 
-    from .models import build_model
-    from .saliency import attribute
-    from .training import evaluate
+    from ..models import build_model
+    from ..saliency import attribute
+    from ..training import evaluate
 
     settings = _profile(profile)
     (x_fit, y_fit), (x_val, y_val), (x_test, test) = _splits(settings, dataset, seed)
@@ -342,7 +342,7 @@ def _fit_dir(root: Path, settings: dict, dataset: str, model: str) -> Path:
 
 def _metrics(scaled: np.ndarray, mask: np.ndarray) -> dict:
     """Per-sample metrics of min-max scaled maps, as arrays (samples,)."""
-    from .saliency import metrics as M
+    from ..saliency import metrics as M
 
     return {
         "wjac": M.weighted_jaccard(scaled, mask),
@@ -356,7 +356,7 @@ def _metrics(scaled: np.ndarray, mask: np.ndarray) -> dict:
 
 def _score(saliency: np.ndarray, mask: np.ndarray, root: Path, dataset: str, model: str) -> dict:
     """Per-sample metrics averaged over the test set; saves mean map and curves."""
-    from .saliency import metrics as M
+    from ..saliency import metrics as M
 
     scaled = M.minmax_scale(saliency)
     curve = M.saliency_over_time(scaled)
@@ -401,9 +401,9 @@ def compare_methods(
     import pandas as pd
     import torch
 
-    from .saliency import attribute
-    from .saliency import metrics as M
-    from .training import load_model
+    from ..saliency import attribute
+    from ..saliency import metrics as M
+    from ..training import load_model
 
     settings = _profile(profile)
     root = Path(out_dir) / profile

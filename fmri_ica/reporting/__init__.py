@@ -1,0 +1,1 @@
+"""Reporting: figures (nilearn plotting) and the self-contained HTML report."""
