@@ -21,7 +21,7 @@ import numpy as np
 from ._utils import package_versions, seed_everything, write_json
 from .config import config_hash
 from .exceptions import InputDataError, InvalidParameterError
-from .saliency.scoring import accuracy_gate, class_means, planted_region_metrics, saliency_metrics
+from .saliency.scoring import planted_region_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +57,9 @@ class Workspace:
 
     def saliency_dir(self, name: str) -> Path:
         return self.root / "saliency" / name
+
+    def fold_dir(self, name: str, fold: int) -> Path:
+        return self.root / "models" / name / f"fold-{fold}"
 
     def maps_dir(self, name: str) -> Path:
         return self.root / "maps" / name
@@ -108,9 +111,11 @@ def _stage_keys(config: dict, ws: Workspace) -> dict[str, str]:
     training = {k: v for k, v in config["training"].items() if k != "device"}
     keys = {"parcellate": config_hash(config["data"], config["atlas"], parcellation)}
     runs = (_marker(ws, "parcellate", keys["parcellate"]) or {}).get("outputs")
-    keys["samples"] = config_hash(keys["parcellate"], runs, config["samples"], config["seed"])
-    keys["train"] = config_hash(keys["samples"], training, config["seed"])
-    keys["explain"] = config_hash(keys["train"], config["saliency"])
+    keys["samples"] = config_hash(keys["parcellate"], runs, config["samples"], config["crossval"],
+                                  config["seed"])
+    keys["train"] = config_hash(keys["samples"], training, config["seed"],
+                                config["sanity"]["permuted_labels"])
+    keys["explain"] = config_hash(keys["train"], config["saliency"], config["sanity"])
     keys["project"] = keys["explain"]
     keys["report"] = config_hash(keys["explain"], config["report"], config["models"])
     return keys
@@ -121,7 +126,8 @@ def _model_key(stage_key: str, config: dict, name: str) -> str:
     return config_hash(stage_key, config["models"].get(name, name))
 
 
-def run_pipeline(config: dict, stages: tuple[str, ...] = STAGES, *, shard=None) -> Workspace:
+def run_pipeline(config: dict, stages: tuple[str, ...] = STAGES, *, shard=None,
+                 fold=None) -> Workspace:
     """Run the given stages of the pipeline for ``config`` (see :mod:`fmri_ica.config`).
 
     Parameters
@@ -135,6 +141,10 @@ def run_pipeline(config: dict, stages: tuple[str, ...] = STAGES, *, shard=None) 
         Parcellate only runs ``I::N`` ("I/N", or "auto" from SLURM's array variables), for
         array jobs; the stage is then not marked done, so run it once more without a shard
         (finished runs are skipped) before the next stages.
+    fold : int or "auto", optional
+        Train only this cross-validation fold ("auto": ``SLURM_ARRAY_TASK_ID``), for array
+        jobs; the train stage is then not marked done, so run it once more without a fold
+        (finished folds are skipped) to pool the folds.
 
     Returns the :class:`Workspace` holding the outputs; ``workspace.report`` is the HTML report.
     """
@@ -149,9 +159,30 @@ def run_pipeline(config: dict, stages: tuple[str, ...] = STAGES, *, shard=None) 
             keys = _stage_keys(config, ws)  # after parcellation, the runs it finished count
             if stage == "parcellate":
                 parcellate_stage(config, ws, keys, shard=shard)
+            elif stage == "train":
+                train_stage(config, ws, keys, fold=_fold_index(fold))
             else:
                 _STAGE_FUNCTIONS[stage](config, ws, keys)
     return ws
+
+
+def _fold_index(fold) -> int | None:
+    """The fold to train alone: an int, or "auto" from SLURM's array task id."""
+    import os
+
+    if fold is None:
+        return None
+    if fold == "auto":
+        fold = os.environ.get("SLURM_ARRAY_TASK_ID")
+        if fold is None:
+            raise InvalidParameterError("fold='auto' needs SLURM_ARRAY_TASK_ID (run it as an array job).")
+    try:
+        value = int(fold)
+    except (TypeError, ValueError):
+        raise InvalidParameterError(f"Invalid value for 'fold': {fold!r}. Expected an integer >= 0 or 'auto'.") from None
+    if value < 0:
+        raise InvalidParameterError(f"Invalid value for 'fold': {value}. Expected an integer >= 0.")
+    return value
 
 
 # --------------------------------------------------------------------------- stages
@@ -205,40 +236,78 @@ def _load_atlas(config: dict, reference_img):
 
 
 def samples_stage(config: dict, ws: Workspace, keys: dict) -> None:
-    """Cut labelled windows, split by subject, fit the scaler on the training split."""
+    """Whole runs (or fixed windows), subject-grouped folds, and each fold's scaler."""
     from .data.parcellation import load_timeseries
-    from .data.samples import Standardizer, build_samples, split_by_subject
+    from .data.samples import Standardizer, build_samples
 
     key = keys["samples"]
     if _is_done(ws, "samples", key, output=ws.samples / "samples.npz"):
         return
     options = config["samples"]
+    runs_mode = options["mode"] == "runs"
+    if runs_mode and options["label"] != "task":
+        raise InvalidParameterError(
+            "samples.mode 'runs' (random crops from whole runs) labels samples by their run's "
+            "task; for samples.label 'condition' set samples.mode to 'windows'."
+        )
     paths = _require(ws, "parcellate", keys["parcellate"])["outputs"]
     samples = build_samples(
         (load_timeseries(p) for p in paths), classes=options["classes"], label=options["label"],
-        window=options["window"], start=options["start"], step=options["step"],
-        frame_stride=options["frame_stride"],
+        window=None if runs_mode else options["window"], start=options["start"],
+        step=None if runs_mode else options["step"], frame_stride=options["frame_stride"],
+        pad_short=runs_mode,
     )
-    splits = split_by_subject(samples, options["split"], seed=config["seed"])
-    scaler = Standardizer().fit(samples.subset(splits["train"]))
+    folds = _make_folds(config, samples)
+    records = []
+    for fold in folds:
+        scaler = Standardizer().fit(samples.subset(fold["train"]))
+        records.append({
+            **{name: sorted(set(samples.subjects[fold[name]].tolist())) for name in ("train", "val", "test")},
+            "standardizer": scaler.to_dict(),
+        })
     samples.save(ws.samples / "samples.npz")
-    write_json(ws.samples / "splits.json", {
-        name: {"indices": idx.tolist(), "subjects": sorted(set(samples.subjects[idx].tolist()))}
-        for name, idx in splits.items()
-    })
-    write_json(ws.samples / "standardizer.json", scaler.to_dict())
+    write_json(ws.samples / "folds.json", {"mode": options["mode"], "folds": records})
     _mark_done(ws, "samples", key, n_samples=len(samples), classes=samples.classes,
-               shape=list(samples.x.shape), **{f"n_{k}": len(v) for k, v in splits.items()})
+               shape=list(samples.x.shape), n_folds=len(folds),
+               n_subjects=int(len(set(samples.subjects.tolist()))))
 
 
-def load_splits(ws: Workspace) -> dict:
-    """The standardised samples per split, as :class:`~fmri_ica.data.samples.SampleSet`."""
+def _make_folds(config: dict, samples) -> list[dict]:
+    """Subject-grouped K-fold (every subject tested once), or one split by ``samples.split``."""
+    from .data.samples import split_by_subject
+    from .training.crossval import subject_folds
+
+    n_folds = config["crossval"]["folds"]
+    if n_folds is None:
+        return [split_by_subject(samples, config["samples"]["split"], seed=config["seed"])]
+    return subject_folds(samples.subjects, n_folds, seed=config["seed"])
+
+
+def n_folds(ws: Workspace) -> int:
+    return len(json.loads((ws.samples / "folds.json").read_text())["folds"])
+
+
+def load_fold(ws: Workspace, k: int) -> dict:
+    """Fold ``k``'s standardised train / val / test samples (whole runs or windows)."""
     from .data.samples import SampleSet, Standardizer
 
     samples = SampleSet.load(ws.samples / "samples.npz")
-    scaler = Standardizer.from_dict(json.loads((ws.samples / "standardizer.json").read_text()))
-    splits = json.loads((ws.samples / "splits.json").read_text())
-    return {name: scaler.transform(samples.subset(s["indices"])) for name, s in splits.items()}
+    fold = json.loads((ws.samples / "folds.json").read_text())["folds"][k]
+    scaler = Standardizer.from_dict(fold["standardizer"])
+    return {name: scaler.transform(samples.subset(np.isin(samples.subjects, fold[name])))
+            for name in ("train", "val", "test")}
+
+
+def eval_windows(config: dict, samples):
+    """The windows a model is scored and explained on: sliding windows over whole runs
+    (``samples.step`` apart), or the fixed windows themselves."""
+    from .data.samples import windows_from_runs
+
+    options = config["samples"]
+    if options["mode"] != "runs":
+        return samples
+    return windows_from_runs(samples, options["window"], options["step"] or options["window"],
+                             frame_stride=options["frame_stride"])
 
 
 def _dataset(samples):
@@ -247,43 +316,126 @@ def _dataset(samples):
     return SequenceDataset(samples.x, samples.y, samples.lengths)
 
 
-def train_stage(config: dict, ws: Workspace, keys: dict) -> None:
-    """Train every configured model on the training split (early stopping on validation)."""
-    from .models import build_model
-    from .reporting.plotting import plot_confusion_matrix
-    from .training import evaluate, fit, load_model
+def _train_dataset(config: dict, samples, y=None):
+    """Random crops of whole runs, new every epoch (``samples.mode: runs``), or the windows."""
+    from .training import SequenceDataset
+    from .training.data import RunCropDataset
 
-    splits = None
-    for name, spec in config["models"].items():
+    y = samples.y if y is None else y
+    t = config["training"]
+    if config["samples"]["mode"] != "runs":
+        return SequenceDataset(samples.x, y, samples.lengths)
+    return RunCropDataset(samples.x, y, samples.lengths, window=config["samples"]["window"],
+                          crops_per_run=t["crops_per_run"], seed=config["seed"],
+                          noise_std=t["input_noise"])
+
+
+def train_stage(config: dict, ws: Workspace, keys: dict, *, fold: int | None = None) -> None:
+    """Train every model on every fold (or only ``fold``), then pool the held-out scores."""
+    for name in config["models"]:
         model_key = _model_key(keys["train"], config, name)
-        if _is_done(ws, "train", model_key, name, output=ws.model_dir(name) / "best" / "model.pt"):
+        if _is_done(ws, "train", model_key, name, output=ws.model_dir(name) / "evaluation.json"):
             continue
         _require(ws, "samples", keys["samples"])
-        splits = splits or load_splits(ws)
-        train, val = splits["train"], splits["val"]
-        out = _fresh_model_dir(ws.model_dir(name), model_key)
-        options = dict(spec)
-        kind = options.pop("kind")
-        seed_everything(config["seed"])
-        model = build_model(kind, train.x.shape[2], len(train.classes), **options)
-        t = config["training"]
-        logger.info("Training %s (%s) on %d samples", name, kind, len(train))
-        result = fit(
-            model, _dataset(train), _dataset(val), epochs=t["epochs"], lr=t["lr"],
-            batch_size=t["batch_size"], patience=t["patience"], weight_decay=t["weight_decay"],
-            seed=config["seed"], out_dir=out, device=t["device"], resume=True,
-        )
-        best = load_model(out / "best")
-        scores = {split: evaluate(best, _dataset(data)) for split, data in splits.items()}
-        write_json(out / "evaluation.json", {
-            "model": name, "kind": kind, "classes": train.classes, "best_epoch": result.best_epoch,
-            **scores,
-        })
-        plot_confusion_matrix(scores["test"]["confusion_matrix"], train.classes,
-                              path=out / "confusion_test.png", title=f"{name}: held-out subjects")
-        logger.info("%s: test accuracy %.3f (balanced %.3f)", name,
-                    scores["test"]["accuracy"], scores["test"]["balanced_accuracy"])
-        _mark_done(ws, "train", model_key, name, test_accuracy=scores["test"]["accuracy"])
+        if fold is not None and fold >= n_folds(ws):
+            raise InvalidParameterError(
+                f"Invalid value for 'fold': {fold}. This run has {n_folds(ws)} folds (0..{n_folds(ws) - 1}).")
+        folds = range(n_folds(ws)) if fold is None else [fold]
+        for k in folds:
+            _train_fold(config, ws, name, k, config_hash(model_key, k))
+        if fold is not None:
+            logger.info("Trained fold %d of %s; run the stage without a fold to pool the folds.", fold, name)
+            continue
+        summary = _pool_folds(config, ws, name)
+        _mark_done(ws, "train", model_key, name, **summary)
+
+
+def _train_fold(config: dict, ws: Workspace, name: str, k: int, key: str) -> None:
+    """One model on one fold (skipped when done): the model, its permuted-label null, scores."""
+    from .saliency.nulls import permuted_labels
+
+    out = ws.fold_dir(name, k)
+    if _marker(ws, "train-fold", key, f"{name}-{k}") and (out / "evaluation.json").is_file():
+        logger.info("Skipping %s fold %d: already trained with these parameters.", name, k)
+        return
+    out = _fresh_model_dir(out, key)
+    data = load_fold(ws, k)
+    train, val, test = data["train"], eval_windows(config, data["val"]), eval_windows(config, data["test"])
+    logger.info("Training %s, fold %d/%d: %d training runs of %d subjects, testing %d subjects",
+                name, k + 1, n_folds(ws), len(train), len(set(train.subjects.tolist())),
+                len(set(test.subjects.tolist())))
+    result = _fit(config, name, train, val, out / "trained")
+    selection = config["training"]["selection"]
+    scores = {"test": _run_scores(out / "trained" / selection, test),
+              "val": _run_scores(out / "trained" / selection, val)}
+    record = {"model": name, "fold": k, "classes": train.classes, "best_epoch": result.best_epoch,
+              "selected_epoch": result.selected_epoch, "early_best": bool(result.early_best),
+              "test_subjects": sorted(set(test.subjects.tolist())), **scores}
+    if config["sanity"]["permuted_labels"]:
+        n_classes = len(train.classes)
+        seed = config["seed"] + 1000 + k
+        y_train = permuted_labels(train.y, train.subjects, n_classes, seed=seed)
+        y_val = permuted_labels(val.y, val.subjects, n_classes, seed=seed)
+        _fit(config, name, train, val, out / "permuted", y=y_train, y_val=y_val)
+        record["permuted"] = {"test": _run_scores(out / "permuted" / selection, test)}
+    write_json(out / "evaluation.json", record)
+    _mark_done(ws, "train-fold", key, f"{name}-{k}")
+
+
+def _fit(config: dict, name: str, train, val, out: Path, *, y=None, y_val=None):
+    from .models import build_model
+    from .training import SequenceDataset, fit
+
+    options = dict(config["models"][name])
+    kind = options.pop("kind")
+    t = config["training"]
+    seed_everything(config["seed"])
+    model = build_model(kind, train.x.shape[2], len(train.classes), **options)
+    val_set = SequenceDataset(val.x, val.y if y_val is None else y_val, val.lengths)
+    return fit(
+        model, _train_dataset(config, train, y), val_set, epochs=t["epochs"], lr=t["lr"],
+        batch_size=t["batch_size"], patience=t["patience"], weight_decay=t["weight_decay"],
+        selection=t["selection"], min_epochs=t["min_epochs"], seed=config["seed"], out_dir=out,
+        device=t["device"], resume=True, progress=True,
+    )
+
+
+def _run_scores(checkpoint: Path, windows) -> dict:
+    """Window- and run-level scores of the model in ``checkpoint`` on ``windows``, with the
+    per-run predictions (the run's mean log-probability over its windows)."""
+    from .training import load_model
+    from .training.scores import run_level_scores
+
+    return run_level_scores(load_model(checkpoint), windows)
+
+
+def _pool_folds(config: dict, ws: Workspace, name: str) -> dict:
+    """Every subject's held-out predictions from the fold that tested it: pooled scores with
+    bootstrap intervals over subjects, per-fold scores, and the confusion figure."""
+    from .reporting.plotting import plot_confusion_matrix
+    from .training.scores import pooled_scores
+
+    records = [json.loads((ws.fold_dir(name, k) / "evaluation.json").read_text())
+               for k in range(n_folds(ws))]
+    classes = records[0]["classes"]
+    pooled = pooled_scores([r["test"] for r in records], classes, seed=config["seed"])
+    evaluation = {"model": name, "kind": config["models"][name]["kind"], "classes": classes,
+                  "test": pooled, "folds": records,
+                  "selected_epochs": [r["selected_epoch"] for r in records],
+                  "early_best_folds": [r["fold"] for r in records if r["early_best"]]}
+    if all("permuted" in r for r in records):
+        evaluation["permuted"] = pooled_scores([r["permuted"]["test"] for r in records], classes,
+                                               seed=config["seed"])
+    write_json(ws.model_dir(name) / "evaluation.json", evaluation)
+    plot_confusion_matrix(pooled["confusion_matrix"], classes, path=ws.model_dir(name) / "confusion_test.png",
+                          title=f"{name}: held-out subjects, {len(records)} folds")
+    if evaluation["early_best_folds"]:
+        logger.warning("%s: in fold(s) %s the selected epoch is one of the first: the model may "
+                       "be close to its initialisation.", name, evaluation["early_best_folds"])
+    logger.info("%s: run accuracy %.3f [%.3f, %.3f] over %d folds (balanced %.3f)", name,
+                pooled["run_accuracy"], *pooled["run_accuracy_ci"], len(records),
+                pooled["run_balanced_accuracy"])
+    return {"test_accuracy": pooled["run_accuracy"]}
 
 
 def _fresh_model_dir(out: Path, key: str) -> Path:
@@ -291,7 +443,7 @@ def _fresh_model_dir(out: Path, key: str) -> Path:
     one trained with other parameters is removed."""
     stamp = out / "pipeline_key.txt"
     if out.exists() and (not stamp.is_file() or stamp.read_text() != key):
-        logger.info("Parameters of %s changed: training it again.", out.name)
+        logger.info("Parameters of %s changed: training it again.", out)
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     stamp.write_text(key)
@@ -299,15 +451,19 @@ def _fresh_model_dir(out: Path, key: str) -> Path:
 
 
 def explain_stage(config: dict, ws: Workspace, keys: dict) -> None:
-    """Saliency on the held-out subjects: per-class (time x region) maps and their metrics."""
-    splits = None
+    """Saliency of every fold's model and its null models on that fold's held-out subjects,
+    placed in run time; sanity checks and group tests across subjects."""
+    from .saliency.sanity import explain_model
+
     for name in config["models"]:
         model_key = _model_key(keys["explain"], config, name)
         if _is_done(ws, "explain", model_key, name, output=ws.saliency_dir(name) / "metrics.json"):
             continue
         _require(ws, "train", _model_key(keys["train"], config, name), name)
-        splits = splits or load_splits(ws)
-        summary = _explain_model(config, ws, name, splits["test"])
+        folds = [(ws.fold_dir(name, k), _fold_windows(config, ws, k)) for k in range(n_folds(ws))]
+        evaluation = json.loads((ws.model_dir(name) / "evaluation.json").read_text())
+        summary = explain_model(folds, ws.saliency_dir(name), config=config, evaluation=evaluation,
+                                ground_truth=_ground_truth_for(config, ws))
         _mark_done(ws, "explain", model_key, name, **summary)
     linear_key = _model_key(keys["explain"], config, "linear")
     if not config["report"]["linear_baseline"]:
@@ -315,8 +471,12 @@ def explain_stage(config: dict, ws: Workspace, keys: dict) -> None:
     elif not _is_done(ws, "explain", linear_key, "linear"):
         _require(ws, "samples", keys["samples"])
         _remove_linear(ws)
-        summary = _explain_linear(config, ws, splits or load_splits(ws))
+        summary = _explain_linear(config, ws)
         _mark_done(ws, "explain", linear_key, "linear", **summary)
+
+
+def _fold_windows(config: dict, ws: Workspace, k: int):
+    return eval_windows(config, load_fold(ws, k)["test"])
 
 
 def _remove_linear(ws: Workspace) -> None:
@@ -327,115 +487,160 @@ def _remove_linear(ws: Workspace) -> None:
         ws.marker(stage, "linear").unlink(missing_ok=True)
 
 
-def _explain_model(config: dict, ws: Workspace, name: str, test) -> dict:
-    import torch
-
-    from .saliency import attribute
-    from .saliency.metrics import removal_test
-    from .training import load_model
-
-    options = config["saliency"]
-    device = config["training"]["device"] or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = load_model(ws.model_dir(name) / "best", map_location=device)
-    x, y = (torch.from_numpy(a).to(device) for a in (test.x, test.y))
-    lengths = torch.from_numpy(test.lengths)  # packed sequences want lengths on the CPU
-    logger.info("Saliency (%s) of %s on %d held-out samples", options["method"], name, len(test))
-    saliency = attribute(model, x, target=y, method=options["method"], lengths=lengths,
-                         batch_size=options["batch_size"])
-    saliency = np.abs(saliency.detach().cpu().numpy()).astype(np.float32)
-    maps = class_means(saliency, test)
-    metrics = saliency_metrics(saliency, test, options["top_k"], _load_ground_truth(config),
-                               seed=config["seed"], class_maps=maps)
-    metrics["removal"] = removal_test(model, x, y, saliency, lengths=lengths, seed=config["seed"])
-    evaluation = json.loads((ws.model_dir(name) / "evaluation.json").read_text())
-    metrics.update(accuracy_gate(evaluation["test"], test.classes))
-    _save_saliency(ws.saliency_dir(name), saliency, maps, test, metrics, config,
-                   per_subject=options["per_subject"])
-    return {"test_accuracy": evaluation["test"]["accuracy"]}
-
-
-def _explain_linear(config: dict, ws: Workspace, splits: dict) -> dict:
-    """The linear reference: accuracy and |weight| maps, scored like the saliency maps."""
+def _explain_linear(config: dict, ws: Workspace) -> dict:
+    """The linear reference on every fold, at its best setting: one run-aligned window per
+    run (it is not shift-invariant). Pooled run accuracy with its interval, and the mean
+    over folds of its |weight| maps, scored like the saliency maps."""
     from .models.linear import LinearBaseline
+    from .saliency.runtime import write_class_maps
+    from .training.scores import pooled_scores, scores_from_predictions
 
-    train, test = splits["train"], splits["test"]
-    if len(set(train.lengths.tolist() + test.lengths.tolist())) > 1:
-        logger.info("Linear baseline skipped: it needs windows of one length.")
-        return {"skipped": True}
-    baseline = LinearBaseline(seed=config["seed"]).fit(train.x, train.y)
-    accuracy = float(np.mean(baseline.predict(test.x) == test.y))
-    maps = baseline.weight_maps(len(test.classes))
-    metrics = {"test_accuracy": accuracy, "class_maps_only": True}
-    metrics.update(planted_region_metrics(maps, test.classes, test.region_names,
-                                           _load_ground_truth(config)))
+    folds, maps = [], []
+    for k in range(n_folds(ws)):
+        data = load_fold(ws, k)
+        train, test = _first_windows(config, data["train"]), _first_windows(config, data["test"])
+        if train is None or test is None:
+            logger.info("Linear reference skipped: it needs windows of one length.")
+            return {"skipped": True}
+        model = LinearBaseline(seed=config["seed"]).fit(train.x, train.y)
+        pred = model.predict(test.x)
+        scores = scores_from_predictions(test.y, pred, len(test.classes))
+        runs = [{"run": str(r), "subject": str(s), "label": int(y), "pred": int(p)}
+                for r, s, y, p in zip(test.runs, test.subjects, test.y, pred, strict=True)]
+        folds.append({"runs": runs, "n_windows": len(test), "window_accuracy": scores["accuracy"],
+                      "run_accuracy": scores["accuracy"]})
+        maps.append(model.weight_maps(len(test.classes)))
+    classes, regions = test.classes, test.region_names
+    pooled = pooled_scores(folds, classes, seed=config["seed"])
+    class_maps = np.mean(maps, axis=0)
+    metrics = {"test_accuracy": pooled["accuracy"], "test": pooled, "class_maps_only": True}
+    metrics.update(planted_region_metrics(class_maps, classes, regions, _ground_truth_for(config, ws)))
     out = ws.saliency_dir("linear")
-    _write_class_maps(out, maps, test)
+    s = config["samples"]
+    frames = [s["start"], s["start"] + class_maps.shape[1] * s["frame_stride"]]
+    write_class_maps(out, list(class_maps), classes=classes, regions=regions, t_r=test.t_r,
+                     frames=[frames] * len(classes), aggregate="mean over folds of |weights|",
+                     scaling="none", subjects=sorted(set(pooled_subjects(pooled))))
     write_json(out / "metrics.json", metrics)
-    logger.info("linear baseline: test accuracy %.3f", accuracy)
-    return {"test_accuracy": accuracy}
+    logger.info("linear reference: run accuracy %.3f [%.3f, %.3f]", pooled["accuracy"],
+                *pooled["run_accuracy_ci"])
+    return {"test_accuracy": pooled["accuracy"]}
 
 
-def _save_saliency(out: Path, saliency, maps, test, metrics, config, *, per_subject: bool) -> None:
-    from ._utils import atomic_path
-    from .saliency.metrics import saliency_over_time
-
-    _write_class_maps(out, maps, test)
-    with atomic_path(out / "curves.npz") as tmp, open(tmp, "wb") as handle:
-        np.savez_compressed(handle, curves=saliency_over_time(saliency, lengths=test.lengths),
-                            y=test.y, subjects=test.subjects.astype(str))
-    for stale in out.glob("sub-*"):  # from an earlier run with other subjects or settings
-        shutil.rmtree(stale)
-    if per_subject:
-        for subject in np.unique(test.subjects):
-            index = np.flatnonzero(test.subjects == subject)
-            _write_class_maps(out / f"sub-{subject}", class_means(saliency[index], test.subset(index)), test)
-    write_json(out / "metrics.json", {**metrics, "method": config["saliency"]["method"]})
+def pooled_subjects(pooled: dict) -> list[str]:
+    return [r["subject"] for r in pooled["runs"]]
 
 
-def _write_class_maps(out: Path, maps: np.ndarray, test) -> None:
-    from ._utils import atomic_path
+def _first_windows(config: dict, samples):
+    """One run-aligned window per run (runs mode), or the windows if they share one length."""
+    window = config["samples"]["window"]
+    if config["samples"]["mode"] == "runs":
+        keep = samples.lengths >= window
+        if not keep.any():
+            return None
+        out = samples.subset(keep)
+        out.x, out.task_on = out.x[:, :window], out.task_on[:, :window]
+        out.lengths = np.full(len(out), window, dtype=np.int64)
+        return out
+    return samples if len(set(samples.lengths.tolist())) == 1 else None
 
-    with atomic_path(out / "class_maps.npz") as tmp, open(tmp, "wb") as handle:
-        np.savez_compressed(handle, maps=maps.astype(np.float32))
-    write_json(out / "class_maps.json", {
-        "shape": ["class", "time", "region"], "classes": test.classes,
-        "regions": test.region_names, "t_r": test.t_r,
-    })
 
+def load_class_maps(directory: Path) -> tuple[list, dict]:
+    """Per-class (time, region) maps in run time and their sidecar (explain stage)."""
+    from .saliency.runtime import read_class_maps
 
-def load_class_maps(directory: Path) -> tuple[np.ndarray, dict]:
-    """(class, time, region) maps and their sidecar, as written by the explain stage."""
-    with np.load(directory / "class_maps.npz") as data:
-        maps = data["maps"]
-    return maps, json.loads((directory / "class_maps.json").read_text())
+    return read_class_maps(directory)
 
 
 def project_stage(config: dict, ws: Workspace, keys: dict) -> None:
-    """Each model's per-class maps (group, and per subject on request) to 4D/3D NIfTI on the
-    data grid, with sidecars."""
+    """Each model's per-class maps in run time to 4D/3D NIfTI on the data grid, the group
+    tests' z / p / FDR-thresholded maps, and voxel-space localisation scores when a
+    simulator's ground truth says where the activation is."""
     from .saliency.projection import save_saliency_maps
 
     atlas = None
-    stride, start = config["samples"]["frame_stride"], config["samples"]["start"]
+    stride = config["samples"]["frame_stride"]
     for name in _explained(config, ws, keys):
         key = _model_key(keys["project"], config, name)
         if _is_done(ws, "project", key, name, output=ws.maps_dir(name)):
             continue
         shutil.rmtree(ws.maps_dir(name), ignore_errors=True)  # no maps of other settings or subjects
         atlas = atlas or _atlas_for_outputs(config, ws, keys)[0]
-        group = ws.saliency_dir(name)
-        sources = [("group", group)] + [(d.name, d) for d in sorted(group.glob("sub-*"))]
-        paths = []
-        for prefix, directory in sources:
-            maps, meta = load_class_maps(directory)
-            values = _to_atlas_regions(maps, meta["regions"], atlas)
-            paths += save_saliency_maps(
-                ws.maps_dir(name), dict(zip(meta["classes"], values, strict=True)), atlas,
-                t_r=meta["t_r"] / stride, stride=stride, model=name, method=_method(config, name),
-                frames=[start, start + maps.shape[1] * stride], space=atlas.space, prefix=prefix,
-                n_bins=config["saliency"]["n_bins"], extra={"atlas": atlas.name, "samples": prefix},
-            )
+        maps, meta = load_class_maps(ws.saliency_dir(name))
+        values = {c: _to_atlas_regions(np.asarray(m), meta["regions"], atlas)
+                  for c, m in zip(meta["classes"], maps, strict=True)}
+        paths = save_saliency_maps(
+            ws.maps_dir(name), values, atlas, t_r=meta["t_r"] / stride, stride=stride, model=name,
+            method=_method(config, name), frames=dict(zip(meta["classes"], meta["frames"], strict=True)),
+            space=atlas.space, prefix="group", n_bins=config["saliency"]["n_bins"],
+            extra={"aggregate": meta.get("aggregate"),
+                   "scaling": meta.get("scaling"), "subjects": meta.get("subjects")},
+        )
+        if name != "linear":
+            paths += _project_group_tests(config, ws, name, atlas, meta)
+        _score_localisation(config, ws, name, values, atlas)
         _mark_done(ws, "project", key, name, files=[str(p) for p in paths])
+
+
+def _project_group_tests(config: dict, ws: Workspace, name: str, atlas, meta: dict) -> list:
+    """z, -log10 p and FDR-thresholded z maps of trained vs each null, per class (time bins)."""
+    from dataclasses import replace
+
+    from .saliency.group import write_group_maps
+    from .saliency.sanity import load_group_result
+
+    metrics = json.loads((ws.saliency_dir(name) / "metrics.json").read_text())
+    paths = []
+    for null, entry in metrics["sanity"]["nulls"].items():
+        for class_name, summary in entry.get("group", {}).items():
+            result = load_group_result(ws.saliency_dir(name), null, class_name, summary)
+            on_atlas = {f: _to_atlas_regions(getattr(result, f).astype(np.float32), meta["regions"], atlas,
+                                             fill=1.0 if f in ("p", "q", "p_fwer") else 0.0)
+                        for f in ("t", "p", "q", "z", "p_fwer")}
+            result = replace(result, **on_atlas, significant=on_atlas["q"] <= result.alpha)
+            paths += write_group_maps(ws.maps_dir(name) / "group-tests", result, atlas, model=name,
+                                      class_name=class_name, null=null, prefix="group",
+                                      space=atlas.space, t_r_bin=_bin_spacing(meta, class_name, config))
+    return paths
+
+
+def _bin_spacing(meta: dict, class_name: str, config: dict) -> float:
+    """Seconds between time-bin centres of a class's map."""
+    first, stop = meta["frames"][meta["classes"].index(class_name)]
+    n_steps = (stop - first) / config["samples"]["frame_stride"]
+    return float(n_steps / config["saliency"]["n_bins"] * meta["t_r"])
+
+
+def _score_localisation(config: dict, ws: Workspace, name: str, values: dict, atlas) -> None:
+    """Voxel-space localisation of the time-averaged class maps (and the null models' maps)
+    against the simulator's activation centres: share of top voxels near a centre vs chance."""
+    truth = _load_ground_truth(config)
+    if not any(t.get("centres_mm") for t in (truth or {}).get("tasks", {}).values()):
+        return
+    result = {"what": "share of the top 5% voxels of each class's time-averaged map within 12 mm "
+                      "of one of the task's planted activation centres (population centres)",
+              **_localisation(values, atlas, truth)}
+    nulls = ws.saliency_dir(name) / "nulls"
+    for folder in sorted(nulls.iterdir()) if nulls.is_dir() else []:
+        maps, meta = load_class_maps(folder)
+        null_values = {c: _to_atlas_regions(np.asarray(m), meta["regions"], atlas)
+                       for c, m in zip(meta["classes"], maps, strict=True)}
+        result.setdefault("nulls", {})[folder.name] = _localisation(null_values, atlas, truth)
+    write_json(ws.maps_dir(name) / "localisation.json", result)
+
+
+def _localisation(values: dict, atlas, truth: dict) -> dict:
+    from .saliency.localisation import share_near_centres
+    from .saliency.projection import time_average_img
+
+    scores = {}
+    for class_name, value in values.items():
+        centres = truth["tasks"].get(class_name, {}).get("centres_mm")
+        if centres:
+            img = time_average_img(np.nan_to_num(value), atlas)
+            scores[class_name] = share_near_centres(img, centres, radius_mm=12.0, top=0.05)
+    mean = {key: float(np.mean([s[key] for s in scores.values()])) for key in ("share", "chance", "lift")}
+    return {"mean": mean, "per_class": scores}
 
 
 def _method(config: dict, name: str) -> str:
@@ -462,10 +667,10 @@ def _atlas_for_outputs(config: dict, ws: Workspace, keys: dict):
     return _load_atlas(config, sidecar["source_bold"]), sidecar
 
 
-def _to_atlas_regions(maps: np.ndarray, regions: list[str], atlas) -> np.ndarray:
-    """(..., region) in sample order -> (..., atlas region) in the atlas's order, 0 if absent."""
+def _to_atlas_regions(maps: np.ndarray, regions: list[str], atlas, fill: float = 0.0) -> np.ndarray:
+    """(..., region) in sample order -> (..., atlas region) in the atlas's order, ``fill`` if absent."""
     names = atlas.labels["name"].astype(str).tolist()
-    out = np.zeros((*maps.shape[:-1], len(names)), dtype=np.float32)
+    out = np.full((*maps.shape[:-1], len(names)), fill, dtype=np.float32)
     position = {name: i for i, name in enumerate(names)}
     for j, name in enumerate(regions):
         if name in position:
@@ -474,39 +679,43 @@ def _to_atlas_regions(maps: np.ndarray, regions: list[str], atlas) -> np.ndarray
 
 
 def report_stage(config: dict, ws: Workspace, keys: dict) -> None:
-    """Figures for every model and class, then the self-contained HTML report."""
-    from .reporting.plotting import plot_saliency_over_time
+    """Figures for every model and class, trained beside null models, then the HTML report."""
+    from .data.samples import SampleSet
+    from .reporting.plotting import plot_trained_vs_nulls
     from .reporting.report import ModelResult, Report, write_report
 
     if _is_done(ws, "report", keys["report"], output=ws.report):
         return
     names = _explained(config, ws, keys)
     atlas, sidecar = _atlas_for_outputs(config, ws, keys)
-    test = load_splits(ws)["test"]
-    stride = config["samples"]["frame_stride"]
-    results = _draw_class_figures(config, ws, names, atlas, test)
-    _mark_planted(results, _load_ground_truth(config))
+    runs = SampleSet.load(ws.samples / "samples.npz")
+    results = _draw_class_figures(config, ws, names, atlas, runs)
+    _mark_planted(results, _ground_truth_for(config, ws))
     models, curves = [], {}
     for name in names:
         metrics = json.loads((ws.saliency_dir(name) / "metrics.json").read_text())
         linear = name == "linear"
-        evaluation = ({"accuracy": metrics["test_accuracy"]} if linear else
-                      json.loads((ws.model_dir(name) / "evaluation.json").read_text())["test"])
+        evaluation = (metrics["test"] if linear else
+                      json.loads((ws.model_dir(name) / "evaluation.json").read_text()))
+        localisation = ws.maps_dir(name) / "localisation.json"
+        if localisation.is_file():
+            metrics["localisation"] = json.loads(localisation.read_text())["mean"]
         models.append(ModelResult(
-            name=name, class_names=test.classes, evaluation=evaluation, saliency_metrics=metrics,
-            classes=results[name], kind="linear" if linear else "recurrent",
+            name=name, class_names=runs.classes, evaluation=evaluation if linear else evaluation["test"],
+            saliency_metrics=metrics, classes=results[name], kind="linear" if linear else "recurrent",
             description=_describe(config, name),
+            permuted=None if linear else evaluation.get("permuted"),
+            group_figure=None if linear else _group_figure(config, ws, name),
         ))
         if not linear:
-            with np.load(ws.saliency_dir(name) / "curves.npz") as data:
-                curves[name] = data["curves"]
-    over_time = plot_saliency_over_time(
-        curves, t_r=test.t_r / stride, stride=stride, task_on=test.task_on.mean(axis=0) > 0.5,
-        title="Where in time is the evidence? Share of saliency per time step (held-out subjects)",
-        path=ws.figures / "saliency_over_time.png",
+            curves[name] = _family_curves(ws.saliency_dir(name) / "curves.npz")
+    stride = config["samples"]["frame_stride"]
+    over_time = plot_trained_vs_nulls(
+        curves, t_r=runs.t_r / stride, stride=stride, path=ws.figures / "saliency_over_time.png",
+        title="When is the evidence? Saliency per time step of the window: trained vs null models",
     ) if curves else None
     report = Report(
-        title="fmri_ica report", summary=_summary_table(config, ws, test, sidecar, atlas),
+        title="fmri_ica report", summary=_summary_table(config, ws, runs, sidecar, atlas),
         models=models, saliency_over_time=over_time, parameters=config,
     )
     write_report(ws.report, report)
@@ -514,7 +723,36 @@ def report_stage(config: dict, ws: Workspace, keys: dict) -> None:
     _mark_done(ws, "report", keys["report"], report=str(ws.report))
 
 
-def _draw_class_figures(config: dict, ws: Workspace, names: list[str], atlas, test) -> dict:
+def _family_curves(path: Path) -> dict:
+    """Per-window time curves of the trained model and each null family (draws pooled)."""
+    families: dict = {}
+    with np.load(path) as data:
+        for key in data.files:
+            if key.endswith("/curves"):
+                variant = key.split("/")[0]
+                family = "untrained" if variant.startswith("untrained") else variant
+                families.setdefault(family, []).append(data[key])
+    return {family: np.concatenate(parts) for family, parts in families.items()}
+
+
+def _group_figure(config: dict, ws: Workspace, name: str):
+    """Glass brains of the FDR-thresholded group z maps, trained vs the permuted-label model
+    (the null that went through the same training), or None.
+
+    The untrained networks are not the null for this test: any training moves every subject's
+    map the same way, so trained vs untrained differs even when nothing was learned."""
+    from .reporting.plotting import plot_group_glass_brains
+
+    folder = ws.maps_dir(name) / "group-tests"
+    images = sorted(folder.glob("*null-permuted*stat-z_thresh-fdr*_saliency.nii.gz")) if folder.is_dir() else []
+    if not images:
+        return None
+    return plot_group_glass_brains(images, path=ws.figures / name / "group_tests.png",
+                                   title=f"{name}: where trained saliency exceeds the permuted-label model's "
+                                   f"(sign-flip test across subjects, FDR {config['sanity']['fdr']:g})")
+
+
+def _draw_class_figures(config: dict, ws: Workspace, names: list[str], atlas, runs) -> dict:
     """ClassResults per model, drawn in parallel processes (figures dominate the report's time).
 
     Surface views, animations and interactive viewers are drawn for the first configured
@@ -530,24 +768,31 @@ def _draw_class_figures(config: dict, ws: Workspace, names: list[str], atlas, te
     jobs = []
     for name in names:
         maps, meta = load_class_maps(ws.saliency_dir(name))
-        values = _to_atlas_regions(maps, meta["regions"], atlas)
-        vmax = float(np.percentile(values, 99.5)) or None  # one colour scale per model
+        values = [np.nan_to_num(_to_atlas_regions(np.asarray(m), meta["regions"], atlas)) for m in maps]
+        vmax = float(np.percentile(np.concatenate([v.ravel() for v in values]), 99.5)) or None
         for c, class_name in enumerate(meta["classes"]):
-            on = test.task_on[test.y == c].mean(axis=0) > 0.5 if np.any(test.y == c) else None
             detailed = name == primary
             jobs.append((name, delayed(class_figures)(
-                ws.figures / name, values[c], atlas, t_r=test.t_r / stride, model=name,
-                class_name=class_name, stride=stride, task_on=on, n_bins=config["saliency"]["n_bins"],
-                surface=options["surface"] and detailed, animation=options["animation"] and detailed,
-                interactive=detailed, vmax=vmax,
+                ws.figures / name, values[c], atlas, t_r=runs.t_r / stride, model=name,
+                class_name=class_name, stride=stride, task_on=_class_task_on(runs, c, len(values[c])),
+                n_bins=config["saliency"]["n_bins"], surface=options["surface"] and detailed,
+                animation=options["animation"] and detailed, interactive=detailed, vmax=vmax,
             )))
     n_jobs = max(1, min(2, len(jobs)))
     drawn = Parallel(n_jobs=n_jobs)(job for _, job in jobs)
     results: dict = {name: [] for name in names}
     for (name, _), result in zip(jobs, drawn, strict=True):
-        result.n_samples = int(np.sum(test.y == test.classes.index(result.name)))
+        result.n_samples = int(np.sum(runs.y == runs.classes.index(result.name)))
         results[name].append(result)
     return results
+
+
+def _class_task_on(runs, c: int, n_steps: int):
+    """Task-ON time steps of a class in run time: ON in most of its runs."""
+    if not np.any(runs.y == c):
+        return None
+    on = runs.task_on[runs.y == c].mean(axis=0) > 0.5
+    return np.pad(on, (0, max(0, n_steps - on.size)))[:n_steps]
 
 
 def _mark_planted(results: dict, ground_truth: dict | None) -> None:
@@ -572,17 +817,27 @@ def _describe(config: dict, name: str) -> str:
     return f"{label} ({options}); saliency: {config['saliency']['method']}."
 
 
-def _summary_table(config: dict, ws: Workspace, test, sidecar: dict, atlas) -> dict:
-    splits = json.loads((ws.samples / "splits.json").read_text())
-    samples = config["samples"]
+def _summary_table(config: dict, ws: Workspace, runs, sidecar: dict, atlas) -> dict:
+    folds = json.loads((ws.samples / "folds.json").read_text())["folds"]
+    samples, t = config["samples"], config["training"]
+    evaluation = (f"subject-grouped {len(folds)}-fold cross-validation: every subject tested once by the fold "
+                  "that did not train on it" if config["crossval"]["folds"] else
+                  "one subject split (train / val / test subjects: {})".format(
+                      " / ".join(str(len(folds[0][k])) for k in ("train", "val", "test"))))
+    training = (f"random {samples['window']}-step crops of whole runs, {t['crops_per_run']} per run "
+                f"per epoch; tested on windows every {samples['step']} steps, a run predicted by "
+                "its windows' mean log-probability" if samples["mode"] == "runs" else
+                f"fixed windows of {samples['window']} steps")
     return {
         "Data": f"{config['data']['root']} ({sidecar.get('layout', config['data']['layout'])} layout)",
-        "Subjects (train / val / test)": " / ".join(str(len(splits[k]["subjects"])) for k in ("train", "val", "test")),
-        "Samples (test)": len(test),
-        "Classes": ", ".join(test.classes),
+        "Evaluation": evaluation,
+        "Subjects": len(set(runs.subjects.tolist())),
+        "Runs": len(runs),
+        "Samples": training,
+        "Training": f"{t['epochs']} epochs, weight decay {t['weight_decay']:g}, selection: {t['selection']}",
+        "Classes": ", ".join(runs.classes),
         "Atlas": f"{atlas.name} ({atlas.n_regions} regions, {atlas.space})",
         "TR (s)": f"{sidecar['t_r']:g}" + (f" x stride {samples['frame_stride']}" if samples["frame_stride"] > 1 else ""),
-        "Window": f"{samples['window']} time steps from frame {samples['start']}",
         "Normalisation": f"{config['parcellation']['standardize']}, then per-region z-score (training statistics)",
         "Saliency": f"{config['saliency']['method']}, top {config['saliency']['top_k']:.0%} cells for shares",
     }
@@ -596,6 +851,22 @@ _STAGE_FUNCTIONS = {
     "project": project_stage,
     "report": report_stage,
 }
+
+
+def _ground_truth_for(config: dict, ws: Workspace) -> dict | None:
+    """The simulator's ground truth with each task's planted regions named in this run's
+    atlas: for activations placed off the atlas (blobs), the atlas regions they cover."""
+    from .data.simulate import planted_regions_for_atlas
+
+    truth = _load_ground_truth(config)
+    tasks = (truth or {}).get("tasks", {})
+    if not tasks or any(t.get("planted_names") for t in tasks.values()) or "activation_image" not in truth:
+        return truth
+    atlas, _ = _atlas_for_outputs(config, ws, _stage_keys(config, ws))
+    planted = planted_regions_for_atlas(config["data"]["root"], atlas)
+    for task, entry in tasks.items():
+        entry["planted_names"] = planted.get(task, {}).get("names", [])
+    return truth
 
 
 def _load_ground_truth(config: dict) -> dict | None:

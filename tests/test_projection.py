@@ -249,3 +249,68 @@ def test_equal_to_the_atlas_own_masker(rng, affine):
         warnings.simplefilter("ignore")
         ref = atlas.masker().fit().inverse_transform(values)
     assert_allclose(regions_to_img(values, atlas).get_fdata(), ref.get_fdata(), rtol=1e-6)
+
+
+def _params(directory, name):
+    return json.loads((directory / name).read_text())["Parameters"]
+
+
+def test_classes_keep_their_own_length_frames_and_bin_spacing(rng, tmp_path, labels_atlas):
+    atlas = labels_atlas()
+    maps = {"long": rng.random((12, 5)), "short": rng.random((7, 5))}
+    kw = dict(t_r=0.72, model="m", method="s", space="MNI", n_bins=3)
+    save_saliency_maps(tmp_path, maps, atlas, frames={"long": [0, 12], "short": [0, 7]}, **kw)
+    stem = "space-MNI_atlas-tiny_model-m_method-s_class-"
+    assert nib.load(tmp_path / f"{stem}short_stat-saliency_bold.nii.gz").shape == (*SHAPE, 7)
+    assert _params(tmp_path, f"{stem}short_stat-saliency_bold.json")["Frames"] == [0, 7]
+    assert _params(tmp_path, f"{stem}long_stat-saliencymean_statmap.json")["Frames"] == [0, 12]
+    # Equal bins of 4 steps: centres 4 x 0.72 s apart. Unequal bins [0, 2, 5, 7]: centres at
+    # steps 0.5, 3, 5.5, so a mean spacing of 2.5 steps.
+    for name, spacing, bins in (("long", 2.88, [[0, 4], [4, 8], [8, 12]]),
+                                ("short", 1.8, [[0, 2], [2, 5], [5, 7]])):
+        binned = nib.load(tmp_path / f"{stem}{name}_timebins-3_stat-saliency_statmap.nii.gz")
+        params = _params(tmp_path, f"{stem}{name}_timebins-3_stat-saliency_statmap.json")
+        assert binned.header.get_zooms()[3] == pytest.approx(spacing)
+        assert params["BinSpacingSeconds"] == pytest.approx(spacing)
+        assert params["BinFrames"] == bins
+    # A list of pairs in the order of the maps is per class too; one pair for both is wrong.
+    save_saliency_maps(tmp_path, maps, atlas, frames=[[0, 12], [0, 7]], **kw)
+    with pytest.raises(InvalidParameterError, match="'short'.*7 time steps"):
+        save_saliency_maps(tmp_path, maps, atlas, frames=[0, 12], **kw)
+
+
+def test_uncovered_steps_are_nan_and_left_out_of_means(rng, tmp_path, labels_atlas):
+    atlas = labels_atlas()
+    values = rng.random((10, 5))
+    values[:3] = np.nan  # run frames 10, 12, 14 covered by no window
+    maps = {"a": values, "empty": np.full((4, 5), np.nan)}
+    frames = {"a": [10, 29], "empty": [0, 7]}
+    paths = save_saliency_maps(tmp_path, maps, atlas, t_r=0.5, stride=2, model="m", method="s",
+                               frames=frames, space="MNI", n_bins=2)
+    assert len(paths) == 3 and not any("empty" in p.name for p in paths)  # nothing to show
+    stem = "space-MNI_atlas-tiny_model-m_method-s_class-a"
+    mean = nib.load(tmp_path / f"{stem}_stat-saliencymean_statmap.nii.gz")
+    assert_allclose(mean.get_fdata(), regions_to_img(values[3:].mean(0), atlas).get_fdata(), rtol=1e-6)
+    binned = nib.load(tmp_path / f"{stem}_timebins-2_stat-saliency_statmap.nii.gz").get_fdata()
+    assert_allclose(binned[..., 0], regions_to_img(values[3:5].mean(0), atlas).get_fdata(), rtol=1e-6)
+    four_d = nib.load(tmp_path / f"{stem}_stat-saliency_bold.nii.gz").get_fdata()
+    inside = np.asarray(atlas.img.dataobj) > 0
+    assert np.isnan(four_d[inside][:, :3]).all() and np.isfinite(four_d[inside][:, 3:]).all()
+    params = _params(tmp_path, f"{stem}_timebins-2_stat-saliency_statmap.json")
+    assert params["UncoveredFrames"] == [[10, 15]]
+    assert params["BinFrames"] == [[10, 19], [20, 29]] and params["BinStepsWithData"] == [2, 5]
+    assert params["BinEdgesSeconds"] == pytest.approx([5.0, 10.0, 15.0])  # run time
+    assert "NaN" in params["MissingValues"]
+
+
+def test_sidecars_have_one_atlas_key(rng, tmp_path, labels_atlas):
+    atlas = labels_atlas()
+    kw = dict(t_r=1.0, model="m", method="s", frames=[0, 4], space="MNI")
+    paths = save_saliency_maps(tmp_path, {"a": rng.random((4, 5))}, atlas,
+                               extra={"atlas": "tiny", "samples": "group"}, **kw)
+    for path in paths:
+        params = _params(tmp_path, path.name.replace(".nii.gz", ".json"))
+        assert [k for k in params if k.lower() == "atlas"] == ["Atlas"]
+        assert params["Atlas"] == "tiny" and params["samples"] == "group"
+    with pytest.raises(InvalidParameterError, match="contradicts.*'Atlas'"):
+        save_saliency_maps(tmp_path, {"a": rng.random((4, 5))}, atlas, extra={"atlas": "x"}, **kw)

@@ -330,3 +330,208 @@ def test_cli_defaults_are_the_library_defaults():
         if name in defaults:
             expected = defaults[name]
             assert value == (list(expected) if isinstance(expected, tuple) else expected), option
+
+
+# --------------------------------------------------------------------------- blobs mode
+
+BLOBS = dict(tasks=("MOTOR", "WM"), directions=("LR",), frames=30, voxel_size=8.0, signal=2.0,
+             progress=False, n_jobs=1, activation="blobs", blob_fwhm=16.0, jitter_mm=4.0,
+             n_task_regions=3, n_shared_regions=1)
+
+
+@pytest.fixture(scope="module")
+def blobs(tmp_path_factory):
+    """2 subjects x MOTOR, WM x LR, 30 frames, 8 mm; and its signal-0 control."""
+    root = tmp_path_factory.mktemp("blobs")
+    return (simulate_hcp(root / "signal", n_subjects=2, **BLOBS),
+            simulate_hcp(root / "control", n_subjects=2, **{**BLOBS, "signal": 0.0}))
+
+
+def _bold(result, run):
+    return np.asarray(nib.load(result.path / run["bold"]).dataobj, dtype=np.float64)
+
+
+def _world(img):
+    """World coordinates (mm) of every voxel, shape img.shape[:3] + (3,)."""
+    ijk = np.indices(img.shape[:3]).reshape(3, -1).T
+    return nib.affines.apply_affine(img.affine, ijk).reshape(*img.shape[:3], 3)
+
+
+def test_blobs_peak_at_each_subjects_jittered_centres(blobs):
+    signal, control = blobs
+    truth = signal.ground_truth
+    img = nib.load(signal.path / truth["runs"][0]["bold"])
+    world = _world(img)
+    mask = np.asarray(nib.load(signal.path / truth["runs"][0]["bold"].replace(
+        "tfMRI_MOTOR_LR.nii.gz", "brainmask_fs.2.nii.gz")).dataobj) > 0
+    checked = 0
+    for run, run0 in zip(truth["runs"], control.ground_truth["runs"], strict=True):
+        # same seed, same noise: the difference is the task response alone
+        response = (_bold(signal, run) - _bold(control, run0)).std(axis=-1)
+        subject = truth["subjects"][run["subject"]]
+        centres = np.array(subject["tasks"][run["task"]]["centres_mm"]
+                           + subject["shared_centres_mm"])
+        population = np.array(truth["tasks"][run["task"]]["centres_mm"])
+        assert 0 < np.linalg.norm(centres[:3] - population, axis=1).mean() < 20  # jittered
+        distance = np.linalg.norm(world[..., None, :] - centres, axis=-1).min(axis=-1)
+        assert response[distance > 3 * 16].max() < 0.02 * response.max()  # nothing far away
+        for centre in centres:
+            to_centre = np.linalg.norm(world - centre, axis=-1)
+            if (to_centre[mask] > 6).all():  # jittered out of the brain
+                continue
+            near = np.where(to_centre <= 16, response, -1)
+            peak = np.unravel_index(np.argmax(near), near.shape)
+            assert to_centre[peak] <= 8.0  # within a voxel of the subject's centre
+            checked += 1
+    assert checked >= 10
+
+
+def test_blobs_ground_truth_is_atlas_free_and_consistent(blobs):
+    signal, control = blobs
+    truth = signal.ground_truth
+    assert truth["activation"] == "blobs" and truth["blob_fwhm_mm"] == 16.0
+    assert not (signal.path / "ground_truth_atlas.nii.gz").exists()
+    centres = np.array([c for t in ("MOTOR", "WM") for c in truth["tasks"][t]["centres_mm"]]
+                       + truth["shared_centres_mm"])
+    assert centres.shape == (7, 3)
+    gaps = np.linalg.norm(centres[:, None] - centres[None], axis=-1)[np.triu_indices(7, 1)]
+    assert gaps.min() >= 2 * 16.0  # disjoint, at least 2 FWHM apart
+    for task in ("MOTOR", "WM"):
+        assert truth["tasks"][task]["planted_regions"] == []
+        assert truth["tasks"][task]["planted_names"] == []
+    image = nib.load(signal.path / truth["activation_image"])
+    assert image.shape == (*hcp_grid(8.0)[0], 2)
+    world = _world(image)
+    volumes = np.asarray(image.dataobj)
+    for j, task in enumerate(("MOTOR", "WM")):
+        for centre, amplitude in zip(truth["tasks"][task]["centres_mm"],
+                                     truth["tasks"][task]["amplitudes"], strict=True):
+            voxel = np.unravel_index(np.argmin(np.linalg.norm(world - centre, axis=-1)),
+                                     world.shape[:3])
+            assert volumes[voxel + (j,)] == pytest.approx(amplitude, rel=0.01)  # population peak
+        for other in truth["tasks"]["WM" if task == "MOTOR" else "MOTOR"]["centres_mm"]:
+            voxel = np.unravel_index(np.argmin(np.linalg.norm(world - other, axis=-1)),
+                                     world.shape[:3])
+            assert volumes[voxel + (j,)] < 0.05 * volumes[..., j].max()  # not this task's
+    # the signal-0 control: same centres, no activation at all, same noise far from blobs
+    assert control.ground_truth["tasks"]["MOTOR"]["centres_mm"] == truth["tasks"]["MOTOR"][
+        "centres_mm"]
+    assert not np.asarray(nib.load(control.path / truth["activation_image"]).dataobj).any()
+    assert all(run["amplitude"] == 0 for run in control.ground_truth["runs"])
+    assert all(run["amplitude"] > 0 for run in truth["runs"])
+
+
+def test_blob_noise_is_spatially_smooth(blobs):
+    _, control = blobs
+    run = control.ground_truth["runs"][0]
+    data = _bold(control, run)
+    mask = data.std(axis=-1) > 0
+    idx = np.argwhere(mask)
+    rng = np.random.default_rng(0)
+    close, far = [], []
+    for i in rng.choice(len(idx), 200, replace=False):
+        a = tuple(idx[i])
+        b = (a[0] + 1, a[1], a[2])  # the neighbour 8 mm away
+        c = tuple(idx[rng.integers(len(idx))])
+        if mask[b] and np.linalg.norm(np.subtract(a, c)) * 8 > 60:
+            close.append(np.corrcoef(data[a], data[b])[0, 1])
+            far.append(np.corrcoef(data[a], data[c])[0, 1])
+    assert np.mean(close) > 0.25
+    assert np.mean(close) > np.mean(far) + 0.2
+
+
+def test_blobs_are_reproducible_and_seeded(blobs, tmp_path):
+    signal, _ = blobs
+    small = {**BLOBS, "tasks": ("WM",)}
+    again = simulate_hcp(tmp_path / "again", n_subjects=1, **small)
+    other = simulate_hcp(tmp_path / "other", n_subjects=1, **{**small, "seed": 1})
+    name = "100001/MNINonLinear/Results/tfMRI_WM_LR/tfMRI_WM_LR.nii.gz"
+    assert (again.path / name).read_bytes() == (signal.path / name).read_bytes()
+    assert (other.path / name).read_bytes() != (signal.path / name).read_bytes()
+    assert again.ground_truth["tasks"]["WM"] == signal.ground_truth["tasks"]["WM"]
+    assert other.ground_truth["tasks"]["WM"]["centres_mm"] != signal.ground_truth["tasks"][
+        "WM"]["centres_mm"]
+    with pytest.raises(InvalidParameterError, match="activation"):
+        simulate_hcp(again.path, n_subjects=1, **{**small, "activation": "regions"})
+
+
+def _spheres(shape, affine, centres, radius=6.0):
+    """A label image: label i + 1 = the voxels within ``radius`` mm of centres[i]."""
+    ijk = np.indices(shape).reshape(3, -1).T
+    world = nib.affines.apply_affine(affine, ijk)
+    labels = np.zeros(len(world), dtype=np.int32)
+    for i, centre in enumerate(centres):
+        labels[np.linalg.norm(world - centre, axis=1) <= radius] = i + 1
+    return nib.Nifti1Image(labels.reshape(shape), affine)
+
+
+def test_planted_regions_for_atlas_finds_the_regions_covering_centres(blobs):
+    import pandas as pd
+
+    from fmri_ica.data.atlases import Atlas
+    from fmri_ica.data.simulate import planted_regions_for_atlas
+
+    signal, control = blobs
+    tasks = signal.ground_truth["tasks"]
+    spheres = [tasks["MOTOR"]["centres_mm"][0], [0.0, -200.0, 0.0],  # nowhere near the brain
+               tasks["WM"]["centres_mm"][1], signal.ground_truth["shared_centres_mm"][0]]
+    shape, affine = hcp_grid(4.0)  # another grid than the data's: resampled to it
+    img = _spheres(shape, affine, spheres)
+    planted = planted_regions_for_atlas(signal.path, img)
+    assert planted == {"MOTOR": {"labels": [1], "names": None},
+                       "WM": {"labels": [3], "names": None}}
+    assert planted_regions_for_atlas(signal.path, img, include_shared=True)["WM"]["labels"] == [
+        3, 4]
+    names = pd.DataFrame({"index": [1, 2, 3, 4], "name": ["m1", "far", "wm2", "shared"]})
+    atlas = Atlas("hand", "labels", img, names)
+    assert planted_regions_for_atlas(signal.path, atlas)["MOTOR"] == {"labels": [1],
+                                                                      "names": ["m1"]}
+    assert planted_regions_for_atlas(control.path, atlas)["MOTOR"] == {"labels": [],
+                                                                       "names": []}
+    with pytest.raises(InvalidParameterError, match="fraction"):
+        planted_regions_for_atlas(signal.path, img, fraction=0.0)
+
+
+def test_planted_regions_for_atlas_in_regions_mode_gives_the_planted_regions(dataset, tmp_path):
+    from fmri_ica.data.simulate import planted_regions_for_atlas
+    from fmri_ica.exceptions import InputDataError
+
+    truth = dataset.ground_truth
+    atlas = dataset.path / truth["atlas"]["image"]
+    planted = planted_regions_for_atlas(dataset.path, nib.load(atlas))
+    for task in ("MOTOR", "WM"):
+        assert planted[task]["labels"] == sorted(truth["tasks"][task]["planted_regions"])
+    with pytest.raises(InputDataError, match="ground_truth.json"):
+        planted_regions_for_atlas(tmp_path, nib.load(atlas))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"activation": "blob"}, "Did you mean 'blobs'"),
+        ({"blob_fwhm": 4.0}, "blob_fwhm"),
+        ({"blob_fwhm": -1.0}, "blob_fwhm"),
+        ({"jitter_mm": -1.0}, "jitter_mm"),
+        ({"amplitude_sd": "big"}, "amplitude_sd"),
+        ({"hrf_peak_sd": 5.0}, "hrf_peak_sd"),
+        ({"n_task_regions": 12}, "n_task_regions"),
+    ],
+)
+def test_bad_blob_parameters_raise_clear_errors(tmp_path, kwargs, message):
+    with pytest.raises(InvalidParameterError, match=message):
+        simulate_hcp(tmp_path / "bad", n_subjects=1, **{**BLOBS, **kwargs})
+
+
+def test_cli_writes_a_blobs_data_set(tmp_path):
+    from fmri_ica.cli import main
+
+    out = tmp_path / "cli"
+    code = main(["simulate", str(out), "--subjects", "1", "--tasks", "EMOTION", "--directions",
+                 "LR", "--frames", "20", "--voxel-size", "8", "--no-progress",
+                 "--activation", "blobs", "--blob-fwhm", "16", "--jitter-mm", "2",
+                 "--task-regions", "2", "--shared-regions", "0"])
+    assert code == 0
+    truth = json.loads((out / "ground_truth.json").read_text())
+    assert truth["parameters"]["jitter_mm"] == 2.0 and truth["blob_fwhm_mm"] == 16.0
+    assert len(truth["tasks"]["EMOTION"]["centres_mm"]) == 2
+    assert (out / "ground_truth_activation.nii.gz").exists()

@@ -17,13 +17,16 @@ from fmri_ica._utils import package_versions
 from fmri_ica.exceptions import InputDataError, InvalidParameterError
 from fmri_ica.models import build_model
 from fmri_ica.training import (
+    RunCropDataset,
     SequenceDataset,
     TrainingInterrupted,
     evaluate,
+    evaluate_runs,
     fit,
     load_model,
     predict_logits,
     save_checkpoint,
+    sliding_windows,
 )
 from fmri_ica.training.data import iter_batches
 
@@ -444,3 +447,247 @@ def test_class_weights_change_the_loss(toy):
     assert weighted == pytest.approx(rb.best_val_loss, rel=1e-6)
     assert evaluate(b, val)["loss"] != pytest.approx(weighted, rel=1e-3)
     assert ra.history[0]["train_loss"] != rb.history[0]["train_loss"]
+
+
+# --- whole runs: random crops, sliding windows, run-level evaluation ----------------------
+
+
+def tagged_runs(n_runs=9, time=23, features=4, short=(2, 5)):
+    """Runs whose frames say where they come from: feature 0 = run, 1 = frame, 2 = 1.
+
+    Lengths are unequal; runs in ``short`` are shorter than a window of 8.
+    """
+    lengths = np.random.default_rng(0).integers(12, time + 1, n_runs)
+    lengths[list(short)] = [5, 8 - 1]
+    x = np.zeros((n_runs, time, features), "float32")
+    for r, n in enumerate(lengths):
+        x[r, :n, 0], x[r, :n, 1], x[r, :n, 2] = r, np.arange(n), 1
+    x[:, :, 3] = np.random.default_rng(1).standard_normal((n_runs, time))  # padding too
+    return x, np.arange(n_runs) % 3, lengths
+
+
+def all_items(data):
+    return data.get_batch(torch.arange(len(data)))
+
+
+def test_run_crops_lie_inside_their_run_and_short_runs_are_whole():
+    x, y, lengths = tagged_runs()
+    data = RunCropDataset(x, y, lengths, window=8, crops_per_run=3, seed=4)
+    assert len(data) == 27
+    for epoch in (0, 5):
+        data.set_epoch(epoch)
+        crops, labels, crop_lengths = all_items(data)
+        assert crops.shape == (27, 8, 4)
+        runs = np.repeat(np.arange(9), 3)
+        assert labels.tolist() == y[runs].tolist()
+        assert crop_lengths.tolist() == np.minimum(lengths[runs], 8).tolist()
+        for crop, run, n in zip(crops.numpy(), runs, crop_lengths.tolist(), strict=True):
+            assert (crop[:n, 0] == run).all() and (crop[:n, 2] == 1).all()
+            frames = crop[:n, 1]
+            assert (np.diff(frames) == 1).all() and 0 <= frames[0] <= lengths[run] - n
+            assert not crop[n:].any()  # zero after the crop's length (even x's padding)
+        short = np.isin(runs, [2, 5])
+        assert (crops[short][:, 0, 1] == 0).all()  # a short run is taken whole
+    # Over epochs, the starts reach both ends of each run's room (uniform on 0..length-8).
+    starts = []
+    for epoch in range(40):
+        data.set_epoch(epoch)
+        starts.append(all_items(data)[0][:, 0, 1].numpy().reshape(9, 3))
+    starts = np.concatenate(starts, axis=1)
+    assert (starts.min(1) == 0).all()
+    assert starts.max(1).tolist() == np.maximum(lengths - 8, 0).tolist()
+
+
+def test_run_crops_are_a_function_of_seed_and_epoch_only():
+    x, y, lengths = tagged_runs()
+    make = lambda seed: RunCropDataset(x, y, lengths, window=8, crops_per_run=2, seed=seed,  # noqa: E731
+                                       noise_std=0.5)  # fmt: skip
+    a, b, c = make(1), make(1), make(2)
+    for data in (a, b, c):
+        data.set_epoch(3)
+    b.set_epoch(0)  # visiting another epoch first changes nothing
+    b.set_epoch(3)
+    assert all(torch.equal(u, v) for u, v in zip(all_items(a), all_items(b), strict=True))
+    assert not torch.equal(all_items(a)[0], all_items(c)[0])
+    before = all_items(a)[0]
+    a.set_epoch(4)
+    assert not torch.equal(all_items(a)[0], before)
+    # An item does not depend on its batch: per item, in a Subset, in any order.
+    a.set_epoch(3)
+    pick = [11, 0, 7, 3]
+    subset = torch.utils.data.Subset(a, pick)
+    batch = next(iter_batches(subset, range(4), 4))
+    assert torch.equal(batch[0], before[pick])
+    assert torch.equal(a[7][0], before[7])
+    # Noise only on valid frames, and it is noise (not the signal).
+    crops, _, crop_lengths = all_items(a)
+    valid = torch.arange(8)[None, :] < crop_lengths[:, None]
+    assert not crops[~valid].any()
+    clean = RunCropDataset(x, y, lengths, window=8, crops_per_run=2, seed=1)
+    clean.set_epoch(3)
+    residual = (crops - all_items(clean)[0])[valid]
+    assert 0.4 < float(residual.std()) < 0.6
+
+
+def test_run_crop_dataset_rejects_bad_parameters():
+    x, y, lengths = tagged_runs()
+    for kwargs, name in [({"window": 0}, "window"), ({"crops_per_run": 0}, "crops_per_run"),
+                         ({"noise_std": -1.0}, "noise_std"), ({"seed": -1}, "seed")]:  # fmt: skip
+        with pytest.raises(InvalidParameterError, match=name):
+            RunCropDataset(x, y, lengths, **{"window": 8, **kwargs})
+    with pytest.raises(InvalidParameterError, match="'lengths'"):
+        RunCropDataset(x, y, None, window=8)
+
+
+class SignallingCrops(RunCropDataset):
+    """Sends SIGUSR1 to this process on the ``at``-th batch fetched."""
+
+    def __init__(self, *args, at, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.at, self.calls = at, 0
+
+    def get_batch(self, indices):
+        self.calls += 1
+        if self.calls == self.at:
+            os.kill(os.getpid(), signal.SIGUSR1)
+        return super().get_batch(indices)
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="needs POSIX signals")
+def test_resume_mid_epoch_with_crops_is_bitwise_exact(tmp_path):
+    gen = np.random.default_rng(0)
+    lengths = gen.integers(10, 16, 30)
+    y = gen.integers(0, 2, 30)
+    x = gen.standard_normal((30, 15, F)).astype("float32") + y[:, None, None]
+    x[np.arange(15)[None, :] >= lengths[:, None]] = 0
+    options = dict(window=8, crops_per_run=4, seed=2, noise_std=0.3)  # 120 items, 6 batches
+    val = (x[:10, :8], y[:10], np.full(10, 8))
+    params = {**QUICK, "epochs": 3}
+    straight_data = RunCropDataset(x, y, lengths, **options)
+    straight = make_model()
+    fit(straight, straight_data, val, **params)
+    assert straight_data.epoch == 2  # fit moved the crops on every epoch
+
+    model = make_model()
+    with pytest.raises(TrainingInterrupted):  # during the 3rd batch of the 2nd epoch
+        fit(model, SignallingCrops(x, y, lengths, at=9, **options), val, **params, out_dir=tmp_path)
+    state = torch.load(tmp_path / "training_state.pt", weights_only=True)
+    assert (state["progress"]["epoch"], state["progress"]["step"]) == (1, 3)
+    resumed = make_model(seed=9)  # a fresh data set, at epoch 0: fit must set it
+    fit(resumed, RunCropDataset(x, y, lengths, **options), val, **params, out_dir=tmp_path,
+        resume=True)  # fmt: skip
+    assert weights_equal(resumed, straight)
+
+
+def test_sliding_windows_cover_every_frame_and_end_flush():
+    x, _, lengths = tagged_runs()
+    windows, win_lengths, runs, starts = sliding_windows(x, lengths, window=8, step=3)
+    assert windows.shape == (len(runs), 8, 4) and windows.dtype == np.float32
+    assert (np.diff(runs) >= 0).all() and set(runs.tolist()) == set(range(9))
+    for r, n in enumerate(lengths):
+        mine = runs == r
+        covered = np.zeros(n, bool)
+        for w, start, m in zip(windows[mine], starts[mine], win_lengths[mine], strict=True):
+            assert m == min(n, 8) and np.array_equal(w[:m], x[r, start : start + m])
+            assert not w[m:].any()
+            covered[start : start + m] = True
+        assert covered.all()
+        assert starts[mine][-1] + win_lengths[mine][-1] == n  # the last window ends with the run
+        assert (np.diff(starts[mine]) <= 3).all()
+    with pytest.raises(InvalidParameterError, match="'step'"):
+        sliding_windows(x, lengths, window=8, step=0)
+
+
+class FirstFrame(nn.Module):
+    """Logits = the first frame of each window (features = classes)."""
+
+    def forward(self, x, lengths=None):
+        return x[:, 0, :]
+
+
+def test_evaluate_runs_averages_log_probabilities_over_windows():
+    x = np.zeros((3, 9, 2), "float32")
+    x[0, [0, 3, 6]] = [[0.1, 0], [0.1, 0], [0, 10]]  # 2 weak votes for 0, one strong for 1
+    x[1, [0, 2]] = [[3, 0], [0, 1]]  # length 5: windows start at 0 and 2 (flush)
+    x[2, 0] = [1, 0]  # length 2: one short window
+    y, lengths = np.array([1, 0, 1]), np.array([9, 5, 2])
+    scores = evaluate_runs(FirstFrame(), x, y, lengths, window=3, step=3, batch_size=4)
+    assert scores["n_windows"] == 6 and scores["n_runs"] == 3
+    assert scores["windows_per_run"] == [3, 2, 1]
+    assert scores["run_predictions"] == [1, 0, 0]  # run 0: a majority vote would say 0
+    expected = [
+        torch.log_softmax(torch.tensor(rows, dtype=torch.float64), 1).mean(0)
+        for rows in ([[0.1, 0], [0.1, 0], [0, 10]], [[3, 0], [0, 1]], [[1, 0]])
+    ]
+    np.testing.assert_allclose(scores["run_log_proba"], torch.stack(expected).numpy())
+    runs = scores["run_level"]
+    assert runs["accuracy"] == pytest.approx(2 / 3)
+    assert runs["balanced_accuracy"] == pytest.approx(0.75)
+    assert runs["confusion_matrix"] == [[1, 0], [1, 1]]
+    windows = scores["window_level"]
+    assert windows["accuracy"] == pytest.approx(2 / 6) and windows["n"] == 6
+    assert windows["confusion_matrix"] == [[1, 1], [3, 1]]
+    with pytest.raises(InvalidParameterError, match="'y'"):
+        evaluate_runs(FirstFrame(), x, y[:2], lengths, window=3, step=3)
+
+
+# --- model selection ------------------------------------------------------------------------
+
+
+def test_selection_last_keeps_the_final_weights(toy, tmp_path):
+    train, val, _ = toy
+    # Validation labels flipped: the validation loss is best early, the last epoch is worse.
+    val = (val[0], 1 - val[1], val[2])
+    params = {**QUICK, "epochs": 8, "lr": 3e-2}
+    best = make_model()
+    chosen = fit(best, train, val, **params, out_dir=tmp_path / "best")
+    assert chosen.selection == "best" and chosen.selected_epoch == chosen.best_epoch < 8
+    last = make_model()
+    result = fit(last, train, val, **params, selection="last", out_dir=tmp_path / "last")
+    assert result.selected_epoch == 8 and result.best_epoch == chosen.best_epoch
+    assert not result.early_best
+    last_ck = torch.load(tmp_path / "last" / "last" / "model.pt", weights_only=True)
+    assert all(torch.equal(last.state_dict()[k], last_ck[k]) for k in last_ck)
+    assert not weights_equal(last, best)
+    assert not last.training
+    summary = json.loads((tmp_path / "last" / "fit_result.json").read_text())
+    assert summary["selection"] == "last" and summary["selected_epoch"] == 8
+    with pytest.raises(InvalidParameterError, match="'patience'.*selection='last'"):
+        fit(make_model(), train, val, **{**params, "patience": 3}, selection="last")
+    with pytest.raises(InvalidParameterError, match="'selection'"):
+        fit(make_model(), train, val, **params, selection="final")
+
+
+def test_early_best_is_flagged_and_min_epochs_bounds_the_best(toy, tmp_path, caplog):
+    train, val, _ = toy
+    val = (val[0], 1 - val[1], val[2])  # flipped: the best validation loss comes first
+    params = {**QUICK, "epochs": 8, "lr": 3e-2}
+    with caplog.at_level("WARNING"):
+        early = fit(make_model(), train, val, **params, out_dir=tmp_path)
+    assert early.best_epoch <= 2 and early.early_best
+    assert "close to its initialisation" in caplog.text and "init" in caplog.text
+    assert json.loads((tmp_path / "fit_result.json").read_text())["early_best"] is True
+
+    bounded = fit(make_model(), train, val, **params, min_epochs=5)
+    assert bounded.best_epoch >= 5 and not bounded.early_best
+    eligible = [r["val_loss"] for r in bounded.history[4:]]
+    assert bounded.best_val_loss == min(eligible)
+    # More min_epochs than epochs: the last epoch is kept, never the initial weights.
+    short = fit(make_model(), train, val, **{**params, "epochs": 3}, min_epochs=5)
+    assert short.best_epoch == 3
+
+
+def test_init_checkpoint_holds_the_untrained_weights(toy, tmp_path):
+    train, val, _ = toy
+    model = make_model(kind="gru")
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    fit(model, train, val, **{**QUICK, "epochs": 2}, out_dir=tmp_path)
+    untrained = load_model(tmp_path / "init")  # weights_only inside
+    assert untrained.config == model.config
+    assert all(torch.equal(untrained.state_dict()[k], initial[k]) for k in initial)
+    assert not weights_equal(untrained, model)
+    # A resume (from another start) leaves init/ as it was.
+    fit(make_model(seed=5, kind="gru"), train, val, **{**QUICK, "epochs": 3}, out_dir=tmp_path,
+        resume=True)  # fmt: skip
+    again = load_model(tmp_path / "init")
+    assert all(torch.equal(again.state_dict()[k], initial[k]) for k in initial)

@@ -15,14 +15,14 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load_config_from_args(args: argparse.Namespace) -> dict:
+def parse_set_options(items: list[str]) -> dict:
+    """``["a.b=1", ...]`` -> ``{"a": {"b": 1}}`` (values read as YAML)."""
     import yaml
 
-    from ..config import load_config, merge_config
     from ..exceptions import InvalidParameterError
 
     overrides: dict = {}
-    for item in args.set:
+    for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise InvalidParameterError(f"--set expects SECTION.KEY=VALUE; got {item!r}.")
@@ -31,6 +31,13 @@ def load_config_from_args(args: argparse.Namespace) -> dict:
         for section in sections:
             target = target.setdefault(section, {})
         target[last] = yaml.safe_load(value)
+    return overrides
+
+
+def load_config_from_args(args: argparse.Namespace) -> dict:
+    from ..config import load_config, merge_config
+
+    overrides = parse_set_options(args.set)
     if args.output:
         overrides["output"] = args.output
     return merge_config(load_config(args.config), overrides, source="--set", replace_free_form=False)
@@ -40,18 +47,31 @@ def run_stages(args: argparse.Namespace, stages: tuple[str, ...]) -> int:
     from ..pipeline import run_pipeline
 
     workspace = run_pipeline(load_config_from_args(args), stages=stages,
-                             shard=getattr(args, "shard", None))
+                             shard=getattr(args, "shard", None), fold=getattr(args, "fold", None))
     print(json.dumps({"output": str(workspace.root), "stages": list(stages)}))
     return 0
+
+
+def add_fold_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--fold", metavar="K",
+        help="train only cross-validation fold K (0-based; 'auto' reads SLURM_ARRAY_TASK_ID), "
+        "for array jobs; then run the stage once more without --fold to pool the folds",
+    )
 
 
 def stage_command(stage: str):
     """``(add_arguments, run)`` for a subcommand that runs one pipeline stage."""
 
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        add_config_arguments(parser)
+        if stage == "train":
+            add_fold_argument(parser)
+
     def run(args: argparse.Namespace) -> int:
         return run_stages(args, (stage,))
 
-    return add_config_arguments, run
+    return add_arguments, run
 
 
 # Help of the data-set discovery options; a subcommand may reword some (``help=``).

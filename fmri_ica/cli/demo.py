@@ -20,16 +20,20 @@ import json
 DEMO = {
     "atlas": {"name": "gm_kmeans", "options": {"n_regions": 100}},
     "parcellation": {"high_pass": None, "jobs": 2},
-    "samples": {"window": 100},
+    "samples": {"window": 60, "step": 20},
+    "crossval": {"folds": 3},
     "models": {
-        "ica-lstm": {"kind": "ica", "hidden_size": 32, "r": 10, "d_a": 32, "embedding": "mean"},
-        "lstm": {"kind": "lstm", "hidden_size": 32},
+        "ica-lstm": {"kind": "ica", "hidden_size": 32, "r": 10, "d_a": 32, "embedding": "mean",
+                     "dropout": 0.3},
+        "lstm": {"kind": "lstm", "hidden_size": 32, "dropout": 0.3},
     },
-    "training": {"epochs": 60, "patience": 10, "batch_size": 32},
+    "training": {"epochs": 25, "batch_size": 32},
+    "sanity": {"n_perm": 2000},
 }
 QUICK = {
-    "training": {"epochs": 4, "patience": 2},
-    "samples": {"window": 30},
+    "training": {"epochs": 3},
+    "samples": {"window": 20, "step": 10},
+    "sanity": {"n_boot": 200, "n_perm": 200},
     "report": {"surface": False, "animation": False},
 }
 

@@ -9,22 +9,25 @@ Example config (YAML; TOML works the same):
     output: results/hcp_motor
     data: {root: /data/HCP, layout: hcp, tasks: [MOTOR, WM, LANGUAGE]}
     atlas: {name: seitzman300}
-    samples: {window: 100, split: [0.6, 0.2, 0.2]}
+    samples: {mode: runs, window: 100, step: 25}
+    crossval: {folds: 5}
     models:
-      ica-lstm: {kind: ica, hidden_size: 64, r: 10, d_a: 50}
-      lstm: {kind: lstm, hidden_size: 64}
-    training: {epochs: 60, patience: 10}
+      ica-lstm: {kind: ica, hidden_size: 32, r: 10, d_a: 50, dropout: 0.3}
+      lstm: {kind: lstm, hidden_size: 32, dropout: 0.3}
+    training: {epochs: 40, weight_decay: 0.01, crops_per_run: 4, selection: last}
     saliency: {method: gradient, top_k: 0.1}
+    sanity: {untrained: true, cascading: true, permuted_labels: true}
 
 Examples:
     fmri-ica run config.yaml
     fmri-ica run config.yaml --stage train --stage explain
     fmri-ica run config.yaml --set training.epochs=5 --output quick_check
+    fmri-ica run config.yaml --stage train --fold 3     # one fold, e.g. a SLURM array task
 """
 
 from __future__ import annotations
 
-from ._common import add_config_arguments, run_stages
+from ._common import add_config_arguments, add_fold_argument, run_stages
 
 _STAGES = ("parcellate", "samples", "train", "explain", "project", "report")
 
@@ -40,6 +43,7 @@ def add_arguments(parser) -> None:
         help="parcellate only runs I, I+N, ... (0-based; 'auto' reads SLURM's array variables), "
         "for array jobs; then run the stage once more without --shard to finish it",
     )
+    add_fold_argument(parser)
 
 
 def run(args) -> int:

@@ -5,10 +5,16 @@ with the 7 HCP tasks, HCP-like block designs (EVs/*.txt), Movement_Regressors.tx
 task signal planted in known atlas regions; <OUT>/ground_truth.json says which regions
 and frames carry it. Finished runs are skipped when the command is run again.
 
+With --activation blobs the signal follows no atlas: smooth blobs around MNI centres,
+jittered per subject, in spatially smooth noise; ground_truth.json records the centres
+and ground_truth_activation.nii.gz the population activation (see
+fmri_ica.data.simulate.planted_regions_for_atlas for the regions of an analysis atlas).
+
 Examples:
     fmri-ica simulate demo_data
     fmri-ica simulate demo_data --subjects 40 --frames hcp --voxel-size 2
     fmri-ica simulate control --signal 0      # noise-only control: models must stay at chance
+    fmri-ica simulate hard --activation blobs --frames hcp --voxel-size 4 --subjects 16
 """
 
 from __future__ import annotations
@@ -54,11 +60,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--motion", type=float, default=1.0,
                         help="scale of the head-motion random walks (default 1.0)")
     parser.add_argument("--task-regions", type=int, default=10, metavar="N",
-                        help="planted regions per task (default 10)")
+                        help="planted regions (blobs: centres) per task (default 10)")
     parser.add_argument("--shared-regions", type=int, default=5, metavar="N",
-                        help="regions responding to every task (default 5)")
+                        help="regions (blobs: centres) responding to every task (default 5)")
     parser.add_argument("--atlas", default="gm_kmeans",
-                        help="label atlas whose regions are planted (default gm_kmeans)")
+                        help="label atlas whose regions are planted (default gm_kmeans; "
+                        "ignored with --activation blobs)")
+    blobs = parser.add_argument_group("atlas-free activation (--activation blobs)")
+    blobs.add_argument("--activation", choices=("regions", "blobs"), default="regions",
+                       help="'regions': signal and region noise in the parcels of --atlas "
+                       "(default); 'blobs': Gaussian blobs around MNI centres in spatially "
+                       "smooth noise, so that no analysis atlas matches the truth")
+    blobs.add_argument("--blob-fwhm", type=float, default=12.0, metavar="MM",
+                       help="FWHM of each activation blob in mm (default 12; >= --voxel-size)")
+    blobs.add_argument("--jitter-mm", type=float, default=4.0, metavar="MM",
+                       help="std of each centre's per-subject shift, per axis, in mm (default 4)")
+    blobs.add_argument("--amplitude-sd", type=float, default=0.2, metavar="SD",
+                       help="log-std of each centre's per-subject amplitude factor (default 0.2)")
+    blobs.add_argument("--hrf-peak-sd", type=float, default=0.5, metavar="S",
+                       help="std of the HRF time to peak per subject and centre, in seconds "
+                       "(default 0.5)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--jobs", type=int, default=2, help="runs simulated at once (default 2)")
     parser.add_argument("--overwrite", action="store_true",
@@ -83,6 +104,11 @@ def run(args: argparse.Namespace) -> int:
         n_task_regions=args.task_regions,
         n_shared_regions=args.shared_regions,
         atlas=args.atlas,
+        activation=args.activation,
+        blob_fwhm=args.blob_fwhm,
+        jitter_mm=args.jitter_mm,
+        amplitude_sd=args.amplitude_sd,
+        hrf_peak_sd=args.hrf_peak_sd,
         seed=args.seed,
         overwrite=args.overwrite,
         n_jobs=args.jobs,

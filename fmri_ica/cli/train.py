@@ -1,7 +1,9 @@
-"""Train the configured models on the training split (early stopping on validation).
+"""Train the configured models on every cross-validation fold, with their null models.
 
 Needs the samples stage (run it with 'fmri-ica run CONFIG --stage samples').
-Writes models/<name>/: best/ and last/ checkpoints, metrics.jsonl, evaluation.json."""
+Writes models/<name>/fold-<k>/{trained,permuted}/ (init/, best/ and last/ checkpoints,
+metrics.jsonl) and models/<name>/evaluation.json (held-out scores pooled over folds).
+With --fold K only that fold is trained (an array task); run once more without it to pool."""
 
 from ._common import stage_command
 

@@ -21,7 +21,7 @@ from ..exceptions import InputDataError, InvalidParameterError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SampleSet", "Standardizer", "build_samples", "split_by_subject"]
+__all__ = ["SampleSet", "Standardizer", "build_samples", "split_by_subject", "windows_from_runs"]
 
 
 @dataclass
@@ -187,6 +187,53 @@ def build_samples(
         )
     pieces = [p for p in pieces if p["label"] in classes]
     return _stack(pieces, classes, region_names, t_rs.pop() * frame_stride)
+
+
+def windows_from_runs(samples: SampleSet, window: int, step: int, *,
+                      frame_stride: int = 1) -> SampleSet:
+    """Sliding windows over whole runs, for evaluation and saliency in run time.
+
+    Windows of ``window`` time steps start every ``step`` steps; a last window flush with
+    the run's end is added when the steps do not reach it, so every frame is covered. A
+    run shorter than the window gives one window of its own length.
+
+    Parameters
+    ----------
+    samples : SampleSet
+        Whole runs (``build_samples(window=None)``): ``x`` (run, time, region).
+    window, step : int
+        Window length and stride, in time steps.
+    frame_stride : int, default=1
+        Frames per time step: window ``starts`` are run frames, ``run start + k * stride``.
+
+    Returns
+    -------
+    SampleSet
+        ``x`` (n_windows, window, region); ``runs``, ``subjects`` and labels of their run.
+    """
+    _check_positive("window", window)
+    _check_positive("step", step)
+    index, offsets = [], []
+    for i, length in enumerate(samples.lengths.tolist()):
+        onsets = list(range(0, max(length - window, 0) + 1, step))
+        if length > window and onsets[-1] != length - window:
+            onsets.append(length - window)
+        index += [i] * len(onsets)
+        offsets += onsets
+    index, offsets = np.asarray(index), np.asarray(offsets)
+    steps = offsets[:, None] + np.arange(window)[None, :]
+    lengths = np.minimum(samples.lengths[index] - offsets, window)
+    valid = np.arange(window)[None, :] < lengths[:, None]
+    clipped = np.minimum(steps, samples.x.shape[1] - 1)
+    x = np.where(valid[..., None], samples.x[index[:, None], clipped], 0.0).astype(np.float32)
+    task_on = samples.task_on[index[:, None], clipped] & valid
+    return SampleSet(
+        x=x, y=samples.y[index], lengths=lengths.astype(np.int64), task_on=task_on,
+        subjects=samples.subjects[index], runs=samples.runs[index],
+        starts=(samples.starts[index] + offsets * frame_stride).astype(np.int64),
+        classes=list(samples.classes), region_names=list(samples.region_names), t_r=samples.t_r,
+        metadata={**samples.metadata, "window": int(window), "step": int(step)},
+    )
 
 
 def _check_positive(name: str, value: int) -> None:

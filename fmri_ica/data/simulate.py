@@ -21,6 +21,13 @@ gradient), so that motion confound regression has something real to remove.
 
 Signals are generated per region and painted into voxels with one label lookup, which
 keeps a 4 mm run at a fraction of a second; writing the compressed NIfTI dominates.
+
+``activation="blobs"`` drops the atlas altogether, because no analysis atlas matches a
+real activation: each task drives smooth Gaussian blobs around MNI centres, jittered,
+rescaled and given its own HRF time scale per subject, and the region terms
+``n_r + d_r`` become spatially smooth noise (random smooth fields with AR(1) time
+courses and drift). :func:`planted_regions_for_atlas` then says which regions of any
+analysis atlas the blobs fall in.
 """
 
 from __future__ import annotations
@@ -51,6 +58,7 @@ __all__ = [
     "directory_size",
     "hcp_grid",
     "on_frames",
+    "planted_regions_for_atlas",
     "simulate_events",
     "simulate_hcp",
 ]
@@ -99,6 +107,14 @@ _VOXEL_STD = 1.0
 _BASELINE = 1000.0
 _QUANTUM = 1.0 / 16  # intensities are rounded to 1/16: exact in float32, smaller files
 _DEFAULT_ATLAS = "gm_kmeans"
+_ACTIVATIONS = ("regions", "blobs")
+# Blobs mode: smooth noise is this many random fields (per run) of this smoothness, each
+# with its own AR(1) course; enough fields that the noise is not low-rank in practice.
+_NOISE_FIELDS = 32
+_NOISE_FWHM = 12.0
+_FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
+_SPM_PEAK_S = 5.0  # time to peak of SPM's canonical HRF
+_GREY = 0.5  # grey-matter probability of the voxels that may hold a blob centre
 
 
 # --------------------------------------------------------------------------- designs
@@ -261,8 +277,12 @@ def on_frames(events: dict[str, np.ndarray], n_frames: int, t_r: float) -> np.nd
     return on
 
 
-def _regressor(events, n_frames: int, t_r: float, hrf_onset: float) -> np.ndarray:
+def _regressor(events, n_frames: int, t_r: float, hrf_onset: float,
+               stretch: float = 1.0) -> np.ndarray:
     """The union of ``events`` convolved with an SPM HRF delayed by ``hrf_onset`` s.
+
+    ``stretch`` scales the HRF's time axis (peak ~5 s x stretch, wider when later); the
+    kernel keeps unit sum, so a long block still plateaus at 1.
 
     Returns
     -------
@@ -277,7 +297,9 @@ def _regressor(events, n_frames: int, t_r: float, hrf_onset: float) -> np.ndarra
     condition = np.vstack([blocks[:, 0], blocks[:, 1] - blocks[:, 0], np.ones(len(blocks))])
 
     def delayed_spm(t_r, oversampling=50, time_length=32.0, onset=0.0):
-        return spm_hrf(t_r, oversampling, time_length, onset + hrf_onset)
+        # sampling the canonical HRF at dt / stretch stretches it in time by `stretch`
+        return spm_hrf(t_r / stretch, oversampling, time_length / stretch,
+                       (onset + hrf_onset) / stretch)
 
     regressor, _ = compute_regressor(condition, [delayed_spm], _frame_times(n_frames, t_r), oversampling=20)
     return regressor[:, 0]
@@ -316,16 +338,20 @@ class _Brain:
     baseline: np.ndarray  # (n_voxels,)
     motion_coef: np.ndarray  # (n_voxels, 6) intensity change per mm / degree
     atlas_info: dict = field(default_factory=dict)
+    grey: np.ndarray | None = None  # (n_voxels,) grey-matter probability
+    coords: np.ndarray | None = None  # (n_voxels, 3) MNI mm
 
 
 def _brain(voxel_size: float, atlas, atlas_options: dict) -> _Brain:
-    if isinstance(atlas, (str, os.PathLike)):  # reuse within a process (tests, notebooks)
-        return _cached_brain(voxel_size, str(atlas), json.dumps(atlas_options, sort_keys=True))
+    """The grid's brain; ``atlas=None`` (blobs mode) builds none of an atlas."""
+    if atlas is None or isinstance(atlas, (str, os.PathLike)):  # reuse within a process
+        return _cached_brain(voxel_size, None if atlas is None else str(atlas),
+                             json.dumps(atlas_options, sort_keys=True))
     return _make_brain(voxel_size, atlas, atlas_options)
 
 
 @lru_cache(maxsize=4)
-def _cached_brain(voxel_size: float, atlas: str, options: str) -> _Brain:
+def _cached_brain(voxel_size: float, atlas: str | None, options: str) -> _Brain:
     return _make_brain(voxel_size, atlas, json.loads(options))
 
 
@@ -345,23 +371,29 @@ def _make_brain(voxel_size: float, atlas, atlas_options: dict) -> _Brain:
 
     mask = to_grid(load_mni152_brain_mask(resolution=2), "nearest") > 0
     mask_img = nib.Nifti1Image(mask.astype(np.uint8), affine)
-    label_img, regions, atlas_info = _atlas_on_grid(atlas, atlas_options, mask_img)
-    label_vol = np.asarray(label_img.dataobj).astype(np.int64)
+    if atlas is None:
+        label_img, regions, atlas_info = None, None, {}
+        label_vol = np.zeros(shape, dtype=np.int64)
+    else:
+        label_img, regions, atlas_info = _atlas_on_grid(atlas, atlas_options, mask_img)
+        label_vol = np.asarray(label_img.dataobj).astype(np.int64)
     # EPI-like baseline: bright inside, grey matter a little brighter, soft edges
     grey = np.clip(to_grid(load_mni152_gm_template(resolution=2), "linear"), 0, 1)
     soft = gaussian_filter(mask.astype(float), sigma=3.0 / voxel_size)
     volume = _BASELINE * soft * (0.9 + 0.2 * grey)
     gradient = np.stack(np.gradient(volume), axis=-1)[mask] / np.diag(affine)[:3]  # per mm
-    position = nib.affines.apply_affine(affine, np.argwhere(mask))
-    position -= position.mean(axis=0)
+    coords = nib.affines.apply_affine(affine, np.argwhere(mask))
+    position = coords - coords.mean(axis=0)
     coef = np.concatenate(
         [-gradient, -np.cross(position, gradient) * np.pi / 180], axis=1
     )
     brain = _Brain(
         affine=affine, mask=mask, labels=label_vol[mask], label_img=label_img, regions=regions,
-        baseline=volume[mask], motion_coef=coef, atlas_info=atlas_info,
+        baseline=volume[mask], motion_coef=coef, atlas_info=atlas_info, grey=grey[mask],
+        coords=coords,
     )
-    for array in (brain.affine, brain.mask, brain.labels, brain.baseline, brain.motion_coef):
+    for array in (brain.affine, brain.mask, brain.labels, brain.baseline, brain.motion_coef,
+                  brain.grey, brain.coords):
         array.flags.writeable = False  # shared by the runs (and cached): never modified
     return brain
 
@@ -466,6 +498,11 @@ def simulate_hcp(
     region_keep: float = 1.0,
     atlas=_DEFAULT_ATLAS,
     atlas_options: dict | None = None,
+    activation: str = "regions",
+    blob_fwhm: float = 12.0,
+    jitter_mm: float = 4.0,
+    amplitude_sd: float = 0.2,
+    hrf_peak_sd: float = 0.5,
     seed: int = 0,
     overwrite: bool = False,
     n_jobs: int = 2,
@@ -478,6 +515,20 @@ def simulate_hcp(
     (:func:`simulate_events`) convolved with a subject-specific SPM HRF. Noise is
     AR(1) per region, slow drift, a global signal, white voxel noise and the intensity
     change caused by rigid head motion (see the module docstring).
+
+    With ``activation="blobs"`` the signal and the noise follow no atlas, so that no
+    analysis atlas matches the truth (the harder, honest setting): each task drives
+    ``n_task_regions`` Gaussian blobs (FWHM ``blob_fwhm``) around MNI centres drawn once
+    from grey-matter voxels of the grid (seeded, disjoint between tasks, at least
+    2 x ``blob_fwhm`` apart; plus ``n_shared_regions`` centres shared by all tasks).
+    Per subject each centre moves by ``jitter_mm`` (normal, per axis), its amplitude is
+    scaled by a lognormal factor (log-std ``amplitude_sd``, mean 1) and its HRF is
+    stretched in time (peak ~5 s, std ``hrf_peak_sd`` s; a later peak is also wider),
+    on top of the subject's HRF delay. The region noise becomes spatially smooth: per
+    run 32 random Gaussian-smoothed fields (FWHM 12 mm), each with its own AR(1) course
+    and drift, scaled to a voxel std of ``noise``; white voxel noise, the global signal
+    and motion are as in regions mode. A 4 mm HCP-length run costs ~0.5 s of compute
+    before compression.
 
     Parameters
     ----------
@@ -501,12 +552,18 @@ def simulate_hcp(
     t_r : float, default=0.72
         Repetition time (s).
     signal : float, default=3.0
-        Mean plateau of the task response in planted regions, in units of ``noise``;
-        0 gives a noise-only control with the same designs. With the defaults (24
+        Mean plateau of the task response in planted regions (blobs mode: at the blob
+        centres), in units of ``noise``; 0 gives a noise-only control with the same
+        designs and noise. With the defaults (24
         subjects, 100 frames, subject splits 60/20/20), 3.0 is where both an LSTM and
         input-cell attention learn the 7 tasks (test accuracy ~0.75 and ~0.95, a linear
         model on the flattened windows 1.0); at 2.0 they reach ~0.55 and ~0.75. The
         calibration study (EVALUATION.md) needed ~120 subjects at 1.0-1.5.
+        Blobs mode is much harder at the same ``signal``: the correlation of a region
+        time series near a planted centre with the task regressor, per run (4 mm grid,
+        HCP run lengths, defaults otherwise), is about {_BLOB_CALIBRATION}.
+        For the "realistic hard" level of ~0.2 per run take ``signal`` ~{_HARD}, for the
+        easier ~0.35 ~{_EASY}.
     noise : float, default=1.0
         Standard deviation of a region's AR(1) noise, in percent of the baseline.
     motion : float, default=1.0
@@ -524,6 +581,18 @@ def simulate_hcp(
         shows through other atlases (e.g. ``seitzman300`` spheres inside planted parcels).
     atlas_options : dict, optional
         Options for :func:`~fmri_ica.data.atlases.load_atlas` (e.g. ``n_regions``).
+        ``atlas`` and ``atlas_options`` are ignored in blobs mode.
+    activation : {"regions", "blobs"}, default="regions"
+        Where the task signal and the structured noise live: in the parcels of ``atlas``
+        (the demo's setting), or in atlas-free blobs and smooth noise fields (above).
+    blob_fwhm : float, default=12.0
+        Blobs mode: FWHM (mm) of each activation blob; at least ``voxel_size``.
+    jitter_mm : float, default=4.0
+        Blobs mode: std (mm, per axis) of a centre's per-subject displacement.
+    amplitude_sd : float, default=0.2
+        Blobs mode: log-std of a centre's per-subject (and per-task) amplitude factor.
+    hrf_peak_sd : float, default=0.5
+        Blobs mode: std (s) of the HRF's time to peak, per subject and centre.
     seed : int, default=0
     overwrite : bool, default=False
         Rewrite finished runs. Without it, finished runs are skipped, and a different
@@ -559,12 +628,33 @@ def simulate_hcp(
     ``amplitude`` (the run's mean planted amplitude), ``planted_amplitudes`` and
     ``empty_evs``; ``complete`` is false until every run is written. It describes the
     subjects and tasks of the latest call.
+
+    Blobs mode writes no atlas files; instead ``ground_truth_activation.nii.gz`` (one
+    volume per task: the population amplitude map, sum of its own and the shared
+    blobs at their population centres, no jitter) and in ``ground_truth.json``:
+    ``activation`` ("blobs"), ``blob_fwhm_mm``, ``activation_image``,
+    ``shared_centres_mm`` / ``shared_amplitudes``; per task ``centres_mm`` (population
+    MNI centres, (n_task_regions, 3)) and ``amplitudes`` (% signal change), with
+    ``planted_regions`` / ``planted_names`` empty (use
+    :func:`planted_regions_for_atlas` for an analysis atlas); per subject
+    ``shared_centres_mm`` and ``shared_hrf_peak_s`` and per task its jittered
+    ``centres_mm``, ``amplitudes``, ``hrf_peak_s`` and ``shared_amplitudes``; per run
+    ``amplitude`` is the mean of the subject's task amplitudes.
+
+    Examples
+    --------
+    >>> from fmri_ica.data.simulate import planted_regions_for_atlas, simulate_hcp
+    >>> sim = simulate_hcp("sim", activation="blobs", frames="hcp", voxel_size=4.0,
+    ...                    signal=1.0)  # doctest: +SKIP
+    >>> planted = planted_regions_for_atlas(sim.path, "seitzman300")  # doctest: +SKIP
     """
     params = _check_params(
         n_subjects=n_subjects, tasks=tasks, directions=directions, frames=frames,
         voxel_size=voxel_size, t_r=t_r, signal=signal, noise=noise, motion=motion,
         n_task_regions=n_task_regions, n_shared_regions=n_shared_regions,
         region_keep=region_keep, atlas=atlas, atlas_options=atlas_options, seed=seed,
+        activation=activation, blob_fwhm=blob_fwhm, jitter_mm=jitter_mm,
+        amplitude_sd=amplitude_sd, hrf_peak_sd=hrf_peak_sd,
     )
     if isinstance(n_jobs, bool) or not isinstance(n_jobs, (int, np.integer)) or n_jobs < 1:
         raise InvalidParameterError(
@@ -572,17 +662,20 @@ def simulate_hcp(
         )
     out = Path(out_dir)
     _check_existing(out, params, overwrite)
-    brain = _brain(float(voxel_size), atlas, params["atlas_options"])
-    plan = _plan_regions(brain, params)
+    blobs = params.get("activation") == "blobs"
+    brain = _brain(float(voxel_size), None if blobs else atlas, params["atlas_options"])
+    plan = _plan_blobs(brain, params) if blobs else _plan_regions(brain, params)
     subjects = [str(100001 + i) for i in range(params["n_subjects"])]
     runs = [
         (s, task, d) for s in range(len(subjects)) for task in params["tasks"]
         for d in params["directions"]
     ]
-    truth = _truth_header(params, brain, plan)
+    truth = (_blob_truth_header if blobs else _truth_header)(params, brain, plan)
     # written first, so that a re-run after an interruption checks its parameters
     write_json(out / "ground_truth.json", {**truth, "complete": False})
-    subject_info = {subjects[s]: _subject(params, plan, brain, s) for s in range(len(subjects))}
+    make_subject = _blob_subject if blobs else _subject
+    subject_info = {subjects[s]: make_subject(params, plan, brain, s)
+                    for s in range(len(subjects))}
     written = 0
     # numpy and zlib release the GIL: threads overlap one run's compression with the next
     pool = ThreadPoolExecutor(max_workers=n_jobs)
@@ -598,8 +691,11 @@ def simulate_hcp(
             written += not done
     finally:  # on an error or Ctrl-C, finish the runs in progress and drop the others
         pool.shutdown(wait=True, cancel_futures=True)
-    truth["subjects"] = {sid: _json_subject(info) for sid, info in subject_info.items()}
-    _write_truth_images(out, brain, plan, params)
+    truth["subjects"] = {
+        sid: _json_blob_subject(info, plan) if blobs else _json_subject(info)
+        for sid, info in subject_info.items()
+    }
+    (_write_blob_truth_images if blobs else _write_truth_images)(out, brain, plan, params)
     truth["complete"] = True
     write_json(out / "ground_truth.json", truth)
     logger.info("Simulated %d runs (%d written, %d already done) in %s", len(runs), written,
@@ -649,12 +745,27 @@ def _check_params(**p) -> dict:
     atlas = p["atlas"]
     atlas = str(atlas) if isinstance(atlas, (str, os.PathLike)) else "label image"
     options = dict(p["atlas_options"] or {})
-    return {
+    activation = check_option("activation", p["activation"], _ACTIVATIONS)
+    blob = {
+        "activation": activation,
+        "blob_fwhm": number("blob_fwhm", 0.0, 60.0, low_open=True),
+        "jitter_mm": number("jitter_mm", 0.0, 30.0),
+        "amplitude_sd": number("amplitude_sd", 0.0, 2.0),
+        "hrf_peak_sd": number("hrf_peak_sd", 0.0, 2.0),
+    }
+    voxel_size = number("voxel_size", 1.0, 16.0)
+    if activation == "blobs" and blob["blob_fwhm"] < voxel_size:
+        raise InvalidParameterError(
+            f"Invalid value for 'blob_fwhm': {p['blob_fwhm']} mm is smaller than the "
+            f"voxel size ({voxel_size} mm), so blobs would fall between voxels. Use "
+            "blob_fwhm >= voxel_size."
+        )
+    params = {
         "n_subjects": integer("n_subjects", 1),
         "tasks": sorted(set(tasks), key=HCP_TASKS.index),
         "directions": sorted(set(directions), key=HCP_DIRECTIONS.index),
         "frames": frames,
-        "voxel_size": number("voxel_size", 1.0, 16.0),
+        "voxel_size": voxel_size,
         "t_r": number("t_r", 0.0, 10.0, low_open=True),
         "signal": number("signal", 0.0),
         "noise": number("noise", 0.0, low_open=True),
@@ -666,6 +777,9 @@ def _check_params(**p) -> dict:
         "atlas_options": options,
         "seed": integer("seed", 0),
     }
+    if activation == "regions":  # the keys of data sets made before blobs mode existed
+        return params
+    return {**params, "atlas": None, "atlas_options": {}, **blob}
 
 
 # Parameters that may change between calls on the same data set.
@@ -683,9 +797,10 @@ def _check_existing(out: Path, params: dict, overwrite: bool) -> None:
             f"{path} is not a simulator ground truth ({error}). Choose another output "
             "folder, or pass overwrite=True (--overwrite)."
         ) from error
-    changed = [k for k, v in params.items() if k not in _EXTENSIBLE and old.get(k) != v]
+    keys = list(params) + [k for k in old if k not in params]
+    changed = [k for k in keys if k not in _EXTENSIBLE and old.get(k) != params.get(k)]
     if changed:
-        details = ", ".join(f"{k}: {old.get(k)!r} -> {params[k]!r}" for k in changed)
+        details = ", ".join(f"{k}: {old.get(k)!r} -> {params.get(k)!r}" for k in changed)
         raise InvalidParameterError(
             f"{out} already holds a simulation with other parameters ({details}). Use "
             "another output folder, the same parameters, or overwrite=True (--overwrite)."
@@ -769,6 +884,141 @@ def _spatial_weights(brain: _Brain, rng: np.random.Generator) -> np.ndarray:
     return np.clip(1.0 + 0.25 * field_ / field_.std(), 0.3, 1.7)
 
 
+# --------------------------------------------------------------------------- blobs mode
+
+
+def _plan_blobs(brain: _Brain, params: dict) -> dict:
+    """Choose the blob centres of every HCP task and the shared ones, and their amplitudes.
+
+    Centres are grey-matter voxel centres of the grid, drawn in a seeded random order
+    and kept when at least 2 x ``blob_fwhm`` from those kept before. As in regions mode
+    the choice covers all 7 tasks whatever ``tasks`` is.
+    """
+    n = params["n_task_regions"]
+    needed = len(HCP_TASKS) * n + params["n_shared_regions"]
+    rng = _rng(params, 4)
+    candidates = brain.coords[brain.grey >= _GREY]
+    min_sq = (2.0 * params["blob_fwhm"]) ** 2
+    centres = np.empty((needed, 3))
+    found = 0
+    for point in candidates[rng.permutation(len(candidates))]:
+        if found and np.min(np.sum((centres[:found] - point) ** 2, axis=1)) < min_sq:
+            continue
+        centres[found] = point
+        found += 1
+        if found == needed:
+            break
+    if found < needed:
+        raise InvalidParameterError(
+            f"Only {found} blob centres fit in grey matter at least 2 x blob_fwhm = "
+            f"{2 * params['blob_fwhm']} mm apart; planting {n} per task for 7 tasks plus "
+            f"{params['n_shared_regions']} shared needs {needed}. Lower 'n_task_regions' / "
+            "'n_shared_regions' or 'blob_fwhm'."
+        )
+    amplitude = rng.uniform(0.75, 1.25, size=needed) * params["signal"] * params["noise"]
+    return {
+        "centres": centres,
+        "amplitude": amplitude,
+        "task": {task: np.arange(k * n, (k + 1) * n) for k, task in enumerate(HCP_TASKS)},
+        "shared": np.arange(len(HCP_TASKS) * n, needed),
+    }
+
+
+def _blob_subject(params: dict, plan: dict, brain: _Brain, s: int) -> dict:
+    """Per-subject variability in blobs mode: HRF delay and time scale, intensity, jittered
+    centres, amplitudes (lognormal, mean 1, per task and centre; ``region_keep``)."""
+    rng = _rng(params, 1, s)
+    n_centres = len(plan["centres"])
+    info = {
+        "hrf_onset_s": float(rng.uniform(0.0, 1.5)),
+        "intensity": float(rng.uniform(0.9, 1.1)),
+        "centres": plan["centres"] + rng.normal(0.0, params["jitter_mm"], (n_centres, 3)),
+        "stretch": np.clip(
+            1.0 + rng.normal(0.0, params["hrf_peak_sd"], n_centres) / _SPM_PEAK_S, 0.5, 1.5
+        ),
+        "tasks": {},
+    }
+    sd = params["amplitude_sd"]
+    for task in HCP_TASKS:
+        ids = np.concatenate([plan["task"][task], plan["shared"]])
+        gain = np.exp(rng.normal(-0.5 * sd**2, sd, ids.size))
+        keep = rng.random(ids.size) < params["region_keep"]
+        info["tasks"][task] = {"ids": ids, "amplitudes": plan["amplitude"][ids] * gain * keep}
+    return info
+
+
+def _json_blob_subject(info: dict, plan: dict) -> dict:
+    shared = plan["shared"]
+    peak = info["stretch"] * _SPM_PEAK_S
+    tasks = {}
+    for task, t in info["tasks"].items():
+        n = plan["task"][task].size
+        tasks[task] = {
+            "centres_mm": info["centres"][plan["task"][task]].tolist(),
+            "amplitudes": t["amplitudes"][:n].tolist(),
+            "hrf_peak_s": peak[plan["task"][task]].tolist(),
+            "shared_amplitudes": t["amplitudes"][n:].tolist(),
+        }
+    return {
+        "hrf_onset_s": info["hrf_onset_s"],
+        "intensity": info["intensity"],
+        "shared_centres_mm": info["centres"][shared].tolist(),
+        "shared_hrf_peak_s": peak[shared].tolist(),
+        "tasks": tasks,
+    }
+
+
+def _blobs(coords: np.ndarray, centres: np.ndarray, fwhm: float) -> np.ndarray:
+    """Unit-peak Gaussian blobs, shape (n_centres, n_points), at ``coords`` (n_points, 3)."""
+    from scipy.spatial.distance import cdist
+
+    sigma = fwhm / _FWHM_PER_SIGMA
+    return np.exp(cdist(centres, coords, "sqeuclidean") / (-2.0 * sigma**2))
+
+
+def _blob_data(brain, params, info, task, events, n_frames, rng):
+    """Blobs mode: % signal change (n_frames, n_voxels) float32 and motion (n_frames, 12)."""
+    f32 = np.float32
+    noise = params["noise"]
+    data = rng.standard_normal((n_frames, brain.coords.shape[0]), dtype=f32)
+    data *= f32(_VOXEL_STD * noise)
+    data += _smooth_noise(rng, brain, n_frames, noise)
+    moves = _motion(rng, n_frames, params["motion"])
+    ids, amplitudes = info["tasks"][task]["ids"], info["tasks"][task]["amplitudes"]
+    live = amplitudes != 0  # signal 0 or region_keep: nothing to add
+    if live.any():
+        blocks = {name: events[name] for name in block_evs(task)}
+        courses = np.stack([
+            _regressor(blocks, n_frames, params["t_r"], info["hrf_onset_s"], info["stretch"][i])
+            for i in ids[live]
+        ], axis=1)
+        maps = amplitudes[live, None] * _blobs(brain.coords, info["centres"][ids[live]],
+                                               params["blob_fwhm"])
+        data += courses.astype(f32) @ maps.astype(f32)
+    return data, moves
+
+
+def _smooth_noise(rng, brain: _Brain, n_frames: int, noise: float) -> np.ndarray:
+    """Spatially smooth AR(1) noise with drift plus a global signal, (n_frames, n_voxels).
+
+    ``_NOISE_FIELDS`` white fields smoothed to ``_NOISE_FWHM``, each scaled to unit std
+    over the brain and weighted by its own AR(1) + drift course, so a voxel's std is
+    about ``noise`` and nearby voxels share their noise, whatever the atlas.
+    """
+    from scipy.ndimage import gaussian_filter
+
+    sigma = _NOISE_FWHM / _FWHM_PER_SIGMA / abs(brain.affine[0, 0])
+    fields = rng.standard_normal((_NOISE_FIELDS, *brain.mask.shape), dtype=np.float32)
+    fields = gaussian_filter(fields, sigma=(0, sigma, sigma, sigma), truncate=3.0)
+    fields = fields[:, brain.mask]
+    fields /= fields.std(axis=1, keepdims=True) * np.float32(np.sqrt(_NOISE_FIELDS))
+    courses = _ar1(rng, (n_frames, _NOISE_FIELDS), noise)
+    courses += _drift(rng, n_frames, _NOISE_FIELDS, _DRIFT_STD * noise)
+    smooth = courses.astype(np.float32) @ fields
+    smooth += _ar1(rng, (n_frames, 1), _GLOBAL_STD * noise).astype(np.float32)
+    return smooth
+
+
 def _n_frames(params: dict, task: str) -> int:
     frames = params["frames"]
     return {"short": SHORT_FRAMES, "hcp": HCP_FRAMES[task]}.get(frames, frames)
@@ -792,7 +1042,13 @@ def _run(out, brain, params, plan, info, subject, s, task, direction, overwrite)
     done = bold.exists() and not overwrite
     if not done:
         _write_run(folder, brain, params, info, task, events, regressor, _rng(params, 3, s, k, d))
-    amplitudes = info["tasks"][task]["amplitudes"]
+    if params.get("activation") == "blobs":
+        amplitude = float(np.mean(info["tasks"][task]["amplitudes"][:plan["task"][task].size]))
+        planted = {}
+    else:
+        amplitudes = info["tasks"][task]["amplitudes"]
+        amplitude = info["tasks"][task]["scale"] * params["signal"] * params["noise"]
+        planted = {str(r): amplitudes[r] for r in plan["task"][task].tolist()}
     record = {
         "subject": subject,
         "task": task,
@@ -801,8 +1057,8 @@ def _run(out, brain, params, plan, info, subject, s, task, direction, overwrite)
         "n_frames": n_frames,
         "on_frames": np.flatnonzero(on_frames(blocks, n_frames, t_r)).tolist(),
         "on_frames_hrf": np.flatnonzero(regressor >= 0.5 * max(regressor.max(), 1e-12)).tolist(),
-        "amplitude": info["tasks"][task]["scale"] * params["signal"] * params["noise"],
-        "planted_amplitudes": {str(r): amplitudes[r] for r in plan["task"][task].tolist()},
+        "amplitude": amplitude,
+        "planted_amplitudes": planted,
         "empty_evs": [name for name, rows in events.items() if rows.size == 0],
     }
     return record, done
@@ -811,24 +1067,11 @@ def _run(out, brain, params, plan, info, subject, s, task, direction, overwrite)
 def _write_run(folder, brain, params, info, task, events, regressor, rng) -> None:
     import nibabel as nib
 
-    n_frames = regressor.size
-    n_regions = int(brain.labels.max()) + 1
-    amplitude = np.zeros(n_regions)
-    for region, value in info["tasks"][task]["amplitudes"].items():
-        amplitude[region] = value
-    voxel_amp = amplitude[brain.labels] * info["weights"]
-    # region-level noise (column 0: voxels outside the atlas get none)
-    regional = _ar1(rng, (n_frames, n_regions), params["noise"])
-    regional += _drift(rng, n_frames, n_regions, _DRIFT_STD * params["noise"])
-    regional[:, 0] = 0.0
-    regional += _ar1(rng, (n_frames, 1), _GLOBAL_STD * params["noise"])  # global signal
-    moves = _motion(rng, n_frames, params["motion"])
-    # float32 and in place: a 2 mm HCP-length run is 405 x 230k voxels
+    if params.get("activation") == "blobs":
+        data, moves = _blob_data(brain, params, info, task, events, regressor.size, rng)
+    else:
+        data, moves = _region_data(brain, params, info, task, regressor, rng)
     f32 = np.float32
-    data = rng.standard_normal((n_frames, brain.labels.size), dtype=f32)  # % signal change
-    data *= f32(_VOXEL_STD * params["noise"])
-    data += regional.astype(f32)[:, brain.labels]
-    data += np.outer(regressor.astype(f32), voxel_amp.astype(f32))
     baseline = (brain.baseline * info["intensity"]).astype(f32)
     data *= baseline / f32(100)
     data += baseline
@@ -848,6 +1091,29 @@ def _write_run(folder, brain, params, info, task, events, regressor, rng) -> Non
     _save_masked(brain, baseline, folder / f"{folder.name}_SBRef.nii.gz")
     # last: its presence marks the run done
     _save_masked(brain, data, folder / f"{folder.name}.nii.gz", t_r=params["t_r"])
+
+
+def _region_data(brain, params, info, task, regressor, rng):
+    """Regions mode: % signal change (n_frames, n_voxels) float32 and motion (n_frames, 12)."""
+    n_frames = regressor.size
+    n_regions = int(brain.labels.max()) + 1
+    amplitude = np.zeros(n_regions)
+    for region, value in info["tasks"][task]["amplitudes"].items():
+        amplitude[region] = value
+    voxel_amp = amplitude[brain.labels] * info["weights"]
+    # region-level noise (column 0: voxels outside the atlas get none)
+    regional = _ar1(rng, (n_frames, n_regions), params["noise"])
+    regional += _drift(rng, n_frames, n_regions, _DRIFT_STD * params["noise"])
+    regional[:, 0] = 0.0
+    regional += _ar1(rng, (n_frames, 1), _GLOBAL_STD * params["noise"])  # global signal
+    moves = _motion(rng, n_frames, params["motion"])
+    # float32 and in place: a 2 mm HCP-length run is 405 x 230k voxels
+    f32 = np.float32
+    data = rng.standard_normal((n_frames, brain.labels.size), dtype=f32)  # % signal change
+    data *= f32(_VOXEL_STD * params["noise"])
+    data += regional.astype(f32)[:, brain.labels]
+    data += np.outer(regressor.astype(f32), voxel_amp.astype(f32))
+    return data, moves
 
 
 def _save_masked(brain: _Brain, values: np.ndarray, path: Path, t_r: float | None = None):
@@ -960,6 +1226,199 @@ def _write_truth_images(out: Path, brain: _Brain, plan: dict, params: dict) -> N
             amplitude[r] = plan["amplitude"][r]
         maps[j] = amplitude[brain.labels]
     _save_masked(brain, maps, out / "ground_truth_amplitude.nii.gz")
+
+
+def _blob_truth_header(params: dict, brain: _Brain, plan: dict) -> dict:
+    shared = plan["shared"]
+    return {
+        "simulator": "fmri_ica.data.simulate.simulate_hcp",
+        "parameters": params,
+        "seed": params["seed"],
+        "versions": package_versions(),
+        "t_r": params["t_r"],
+        "grid": {"shape": list(brain.mask.shape), "affine": brain.affine.tolist()},
+        "activation": "blobs",
+        "blob_fwhm_mm": params["blob_fwhm"],
+        "activation_image": "ground_truth_activation.nii.gz",
+        "shared_regions": [],
+        "shared_names": [],
+        "shared_centres_mm": plan["centres"][shared].tolist(),
+        "shared_amplitudes": plan["amplitude"][shared].tolist(),
+        "tasks": {
+            task: {
+                "evs": list(HCP_EVS[task]),
+                "block_evs": list(block_evs(task)),
+                "n_frames": _n_frames(params, task),
+                "planted_regions": [],  # atlas-specific: see planted_regions_for_atlas
+                "planted_names": [],
+                "shared_regions": [],
+                "region_amplitudes": {},
+                "centres_mm": plan["centres"][plan["task"][task]].tolist(),
+                "amplitudes": plan["amplitude"][plan["task"][task]].tolist(),
+            }
+            for task in params["tasks"]
+        },
+        "runs": [],
+    }
+
+
+def _write_blob_truth_images(out: Path, brain: _Brain, plan: dict, params: dict) -> None:
+    """One volume per task: its and the shared blobs at the population centres."""
+    blobs = _blobs(brain.coords, plan["centres"], params["blob_fwhm"]) * plan["amplitude"][:, None]
+    maps = np.stack([
+        blobs[np.concatenate([plan["task"][task], plan["shared"]])].sum(axis=0)
+        for task in params["tasks"]
+    ]).astype(np.float32)
+    _save_masked(brain, maps, out / "ground_truth_activation.nii.gz")
+
+
+def planted_regions_for_atlas(
+    ground_truth_dir: str | os.PathLike,
+    atlas,
+    *,
+    fraction: float = 0.5,
+    include_shared: bool = False,
+) -> dict[str, dict[str, list]]:
+    """The regions of an analysis label atlas that a simulated task activates.
+
+    A region counts as planted for a task when the mean population activation over its
+    voxels is at least ``fraction`` of that task's peak activation. The population
+    activation is rebuilt on the ground-truth grid: in blobs mode the task's blobs at
+    their population centres (no jitter) with their population amplitudes; in regions
+    mode the planted regions of the simulator's own atlas with their amplitudes. The
+    atlas is resampled to that grid (nearest neighbour), so any label atlas in MNI space
+    works; a region with no voxel on the grid is never planted.
+
+    Parameters
+    ----------
+    ground_truth_dir : path
+        A data set written by :func:`simulate_hcp` (holds ``ground_truth.json``).
+    atlas : Atlas, Niimg-like, str or path
+        A label atlas: an :class:`~fmri_ica.data.atlases.Atlas` (e.g. from
+        :func:`~fmri_ica.data.atlases.load_atlas`), a 3D label image (0 = background),
+        or a name / file for :func:`~fmri_ica.data.atlases.load_atlas`.
+    fraction : float, default=0.5
+        Threshold in (0, 1], relative to the task's peak (the maximum of its map).
+    include_shared : bool, default=False
+        Also count the blobs / regions that respond to every task. The default keeps
+        what tells the tasks apart, as ``planted_names`` does in regions mode.
+
+    Returns
+    -------
+    dict of str to dict
+        Per simulated task: ``"labels"``, the planted label values (ascending ints), and
+        ``"names"``, their names in the atlas's labels table (None for a bare image).
+        Both lists are empty when the task has no activation (``signal=0``).
+
+    Raises
+    ------
+    InputDataError
+        If ``ground_truth.json`` is missing or not a simulator's, or ``atlas`` is not a
+        3D label atlas.
+    InvalidParameterError
+        If ``fraction`` is not in (0, 1].
+
+    Examples
+    --------
+    >>> planted = planted_regions_for_atlas("sim", "seitzman300")  # doctest: +SKIP
+    >>> planted["MOTOR"]["names"][:3]  # doctest: +SKIP
+    """
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not (
+        0 < fraction <= 1
+    ):
+        raise InvalidParameterError(
+            f"Invalid value for 'fraction': {fraction!r}. Expected a number in (0, 1]."
+        )
+    root = Path(ground_truth_dir)
+    truth = _read_truth(root)
+    shape = tuple(truth["grid"]["shape"])
+    affine = np.asarray(truth["grid"]["affine"], dtype=float)
+    labels, names = _labels_on_grid(atlas, shape, affine)
+    values, inverse = np.unique(labels.ravel(), return_inverse=True)
+    counts = np.bincount(inverse)
+    result = {}
+    for task, activation in _population_maps(root, truth, shape, affine, include_shared):
+        peak = activation.max()
+        if peak <= 0:
+            result[task] = {"labels": [], "names": [] if names is not None else None}
+            continue
+        means = np.bincount(inverse, weights=activation.ravel()) / counts
+        chosen = [int(v) for v, m in zip(values, means, strict=True)
+                  if v != 0 and m >= fraction * peak]
+        result[task] = {
+            "labels": chosen,
+            "names": None if names is None else [names.get(v, str(v)) for v in chosen],
+        }
+    return result
+
+
+def _read_truth(root: Path) -> dict:
+    path = root / "ground_truth.json"
+    try:
+        truth = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        truth = {"error": repr(error)}
+    if not isinstance(truth, dict) or not {"grid", "tasks"} <= set(truth):
+        raise InputDataError(
+            f"Cannot read a simulator ground truth from {path} "
+            f"({truth.get('error', 'no grid / tasks')}). Pass the folder that simulate_hcp "
+            "(`fmri-ica simulate`) wrote."
+        )
+    return truth
+
+
+def _labels_on_grid(atlas, shape, affine) -> tuple[np.ndarray, dict | None]:
+    """Integer labels (shape ``shape``) of ``atlas`` on the grid, and label -> name."""
+    import nibabel as nib
+    from nilearn.image import load_img, resample_img
+
+    from .atlases import Atlas, load_atlas
+
+    if isinstance(atlas, (str, os.PathLike)):  # a catalogue name, or a file (+ names TSV)
+        grid = nib.Nifti1Image(np.zeros(shape, dtype=np.uint8), affine)
+        atlas = load_atlas(str(atlas), target_img=grid)
+    names = None
+    if isinstance(atlas, Atlas):
+        if atlas.kind != "labels":
+            raise InputDataError(
+                f"Atlas {atlas.name!r} is a {atlas.kind!r} atlas; planted regions need a "
+                "label atlas (3D, one integer per region)."
+            )
+        names = dict(zip(atlas.labels["index"].astype(int), atlas.labels["name"].astype(str),
+                         strict=True))
+        atlas = atlas.img
+    img = load_img(atlas)
+    if len(img.shape) != 3:
+        raise InputDataError(
+            f"'atlas' must be a 3D label image; got shape {img.shape}. A probabilistic "
+            "(4D) atlas has no regions to count as planted."
+        )
+    on_grid = resample_img(img, target_affine=affine, target_shape=shape,
+                           interpolation="nearest", force_resample=True, copy_header=True)
+    return np.rint(np.asarray(on_grid.dataobj)).astype(np.int64), names
+
+
+def _population_maps(root: Path, truth: dict, shape, affine, include_shared: bool):
+    """Yield (task, population activation of shape ``shape``) for each simulated task."""
+    import nibabel as nib
+
+    if truth.get("activation") == "blobs":
+        coords = nib.affines.apply_affine(affine, np.indices(shape).reshape(3, -1).T)
+        for task, info in truth["tasks"].items():
+            centres, amplitudes = list(info["centres_mm"]), list(info["amplitudes"])
+            if include_shared:
+                centres += truth["shared_centres_mm"]
+                amplitudes += truth["shared_amplitudes"]
+            blobs = _blobs(coords, np.asarray(centres).reshape(-1, 3), truth["blob_fwhm_mm"])
+            yield task, (np.asarray(amplitudes) @ blobs).reshape(shape)
+        return
+    atlas = np.asarray(nib.load(root / truth["atlas"]["image"]).dataobj).astype(np.int64)
+    for task, info in truth["tasks"].items():
+        regions = info["planted_regions"] + (truth["shared_regions"] if include_shared else [])
+        amplitude = np.zeros(int(atlas.max()) + 1)
+        for region in regions:
+            amplitude[region] = info["region_amplitudes"][str(region)]
+        yield task, amplitude[atlas]
 
 
 def directory_size(path: str | os.PathLike) -> int:

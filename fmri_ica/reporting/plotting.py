@@ -41,6 +41,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "plot_saliency_over_time",
+    "plot_trained_vs_nulls",
+    "plot_group_glass_brains",
     "plot_glass_brains",
     "plot_region_time_heatmap",
     "plot_surface_bins",
@@ -247,6 +249,94 @@ def plot_saliency_over_time(
     band = " (line: mean; band: ± SD across samples)" if normalize else ""
     ax.set_title(title or f"When does each model look? Saliency over time{band}", fontsize=11)
     ax.legend(fontsize=8, loc="upper left", frameon=False)
+    return _finish(fig, path)
+
+
+def plot_trained_vs_nulls(
+    curves: Mapping[str, Mapping[str, np.ndarray]],
+    *,
+    t_r: float,
+    stride: int = 1,
+    title: str | None = None,
+    path: str | os.PathLike | None = None,
+):
+    """One panel per model: the trained model's time profile beside its null models'.
+
+    A time profile the untrained network reproduces is a property of the architecture,
+    not evidence about the data: this figure shows the two together so that nobody reads
+    one without the other.
+
+    Parameters
+    ----------
+    curves : dict of model -> dict of variant -> array, shape (n_samples, time)
+        Saliency summed over regions per sample; variants ``trained``, ``untrained``,
+        ``permuted``, ``cascade-<layer>``. Each sample's curve is normalised to sum 1.
+    t_r : float
+    stride : int, default=1
+    title : str, optional
+    path : path, optional
+    """
+    if not curves:
+        raise InvalidParameterError("'curves' is empty: give at least one model's curves.")
+    step = _step(t_r, stride)
+    fig, axes = plt.subplots(1, len(curves), figsize=(5.2 * len(curves), 3.6), squeeze=False,
+                             layout="constrained", sharey=True)
+    for ax, (model, variants) in zip(axes[0], curves.items(), strict=True):
+        for variant, curve in variants.items():
+            mean, sd, n, tail = _curve_summary(variant, curve, True)
+            times = np.arange(len(mean)) * step
+            trained = variant == "trained"
+            style = {"color": "C0", "lw": 2.2} if trained else {
+                "color": {"untrained": "C3", "permuted": "C2"}.get(variant, "0.55"),
+                "lw": 1.2, "ls": "--" if variant in ("untrained", "permuted") else ":"}
+            ax.plot(times, mean, label=f"{variant} (last 10%: {tail:.2f})", **style)
+            if trained and sd is not None:
+                ax.fill_between(times, np.clip(mean - sd, 0, None), mean + sd, color="C0", alpha=0.15, lw=0)
+        ax.axhline(1 / len(mean), color="0.4", ls=":", lw=0.8)
+        ax.set_title(model, fontsize=10)
+        ax.set_xlabel("time from window start (s)")
+        ax.set_ylim(bottom=0)
+        ax.legend(fontsize=7, frameon=False, loc="upper left")
+    axes[0][0].set_ylabel("share of saliency mass per step")
+    fig.suptitle(title or "Saliency over time: trained model vs null models", fontsize=11)
+    return _finish(fig, path)
+
+
+def plot_group_glass_brains(
+    images: Sequence[str | os.PathLike],
+    *,
+    title: str | None = None,
+    path: str | os.PathLike | None = None,
+):
+    """Glass brains of thresholded group z maps, one per image (class), maximum over time bins.
+
+    Parameters
+    ----------
+    images : sequence of path
+        3D or 4D (time bins) z maps, zero where not significant; the class is read from the
+        file name's ``task-`` entity.
+    """
+    import nibabel as nib
+    from nilearn import plotting
+
+    if not images:
+        raise InvalidParameterError("'images' is empty: give at least one z map.")
+    fig, axes = plt.subplots(len(images), 1, figsize=(7.5, 2.1 * len(images)), squeeze=False)
+    for ax, image in zip(axes[:, 0], images, strict=True):
+        img = nib.load(image)
+        data = np.asarray(img.dataobj, dtype=np.float32)
+        peak = data.max(axis=3) if data.ndim == 4 else data
+        name = re.search(r"task-([A-Za-z0-9]+)", Path(image).name)
+        label = name.group(1) if name else Path(image).name
+        n_cells = int(np.count_nonzero(peak))
+        with warnings.catch_warnings():  # an all-zero map is a finding here, not a problem
+            warnings.simplefilter("ignore", UserWarning)
+            plotting.plot_glass_brain(nib.Nifti1Image(peak, img.affine), axes=ax, figure=fig,
+                                      display_mode="lyrz", plot_abs=False, colorbar=True,
+                                      cmap="YlOrRd", vmin=0, threshold=1e-6,
+                                      title=f"{label}: {'no' if not n_cells else n_cells} voxels significant")
+    if title:
+        fig.suptitle(title, fontsize=10)
     return _finish(fig, path)
 
 

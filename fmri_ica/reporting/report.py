@@ -101,6 +101,11 @@ class ModelResult:
     kind : {"recurrent", "linear"}, default="recurrent"
         ``linear``: the reference model (maps are |weights|; no saliency-over-time).
     description : str, default=""
+    permuted : dict, optional
+        Scores of the same recipe trained on subject-wise permuted labels (a null model):
+        ``accuracy`` and ``run_accuracy_ci``.
+    group_figure : figure, optional
+        Glass brains of the group test of trained against untrained saliency.
     """
 
     name: str
@@ -110,6 +115,8 @@ class ModelResult:
     classes: list = field(default_factory=list)
     kind: str = "recurrent"
     description: str = ""
+    permuted: dict | None = None
+    group_figure: Any = None
 
 
 @dataclass
@@ -307,15 +314,19 @@ def _time_section(report: Report) -> str:
         metrics = model.saliency_metrics or {}
         if model.kind == "linear" or "mass_last_10pct" not in metrics:
             continue
+        nulls = (metrics.get("sanity") or {}).get("mass_last_10pct") or {}
         rows.append(
-            {"model": model.name, "mass": metrics["mass_last_10pct"], "n": metrics.get("n_samples")}
+            {"model": model.name, "mass": metrics["mass_last_10pct"], "n": metrics.get("n_samples"),
+             "untrained": nulls.get("untrained"), "permuted": nulls.get("permuted")}
         )
     table = _table(
         rows,
         [
             ("model", "model"),
             ("mass", "share of saliency in the last 10% of time steps"),
-            ("n", "test samples"),
+            ("untrained", "same, untrained network"),
+            ("permuted", "same, permuted-label model"),
+            ("n", "test windows"),
         ],
         caption="Uniform saliency would put 0.10 in the last 10%; mean ± SD over samples.",
     )
@@ -324,12 +335,14 @@ def _time_section(report: Report) -> str:
     return (
         '<section id="time"><h2>When does each model look?</h2>'
         f"<figure>{_image(report.saliency_over_time, 'saliency over time per model')}"
-        "<figcaption>Share of each sample's saliency mass at each time step (mean ± SD across test "
-        "samples; shaded: task ON where given). A plain LSTM's gradients vanish with distance "
-        "from the last step, so its saliency piles into the final frames whatever the task; "
-        "input-cell attention should spread it over the window. This pattern holds even for "
-        "untrained networks, so it is a property of the architecture, not a finding about the "
-        "brain.</figcaption></figure>"
+        "<figcaption>Share of each test window's saliency mass at each time step, per model: the "
+        "trained model (solid, band ± SD across windows) beside its null models (dashed: "
+        "untrained initial weights, permuted labels; dotted: cascading randomisation). A plain "
+        "LSTM's gradients vanish with distance from the last step, so its saliency piles into "
+        "the final frames whatever the task; input-cell attention spreads it over the window. "
+        "Untrained networks draw the same shapes: where the trained curve lies on its nulls' "
+        "curves, the shape is a property of the architecture, not a finding about the brain."
+        "</figcaption></figure>"
         f"{table}</section>"
     )
 
@@ -343,8 +356,11 @@ def _overview_section(report: Report) -> str:
         rows.append(
             {
                 "model": model.name + (" (reference)" if model.kind == "linear" else ""),
-                "acc": ev.get("accuracy"),
+                "acc": _with_ci(ev.get("accuracy"), ev.get("run_accuracy_ci")),
                 "bacc": ev.get("balanced_accuracy"),
+                "perm": _with_ci((model.permuted or {}).get("accuracy"),
+                                 (model.permuted or {}).get("run_accuracy_ci")),
+                "differs": _verdict_word(metrics, "untrained"),
                 "chance": 1 / len(model.class_names) if model.class_names else None,
                 "reliable": {True: "yes", False: "NO: near chance", None: "—"}[reliable],
                 "on": metrics.get("on_share"),
@@ -362,6 +378,8 @@ def _overview_section(report: Report) -> str:
         ("bacc", "balanced accuracy"),
         ("chance", "chance"),
         ("reliable", "saliency interpretable"),
+        ("perm", "null: permuted labels"),
+        ("differs", "maps differ from an untrained network's"),
         ("on", "task-ON share"),
         ("onm", "ON share, mismatched"),
         ("onc", "ON share, chance"),
@@ -382,12 +400,83 @@ def _overview_section(report: Report) -> str:
             rows,
             cols,
             cls="wide",
-            caption="Test set. Saliency is interpretable when balanced accuracy ≥ chance + "
-            "half the distance to 1. Read ON shares against both the mismatched "
+            caption="Held-out subjects (every subject tested once across folds); accuracy per run "
+            "with a 95% bootstrap interval over subjects. Saliency is interpretable when balanced "
+            "accuracy ≥ chance + half the distance to 1 and the maps differ from the null models'. "
+            "The permuted-label null is the same recipe trained on labels shuffled within each "
+            "subject: it must stay near chance. Read ON shares against both the mismatched "
             "baseline and chance.",
         )
         + "</section>"
     )
+
+
+def _with_ci(value, ci) -> str | None:
+    if value is None:
+        return None
+    return f"{value:.3f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+
+
+def _verdict_word(metrics: dict, check: str) -> str | None:
+    verdict = ((metrics or {}).get("sanity") or {}).get("verdicts", {}).get(check)
+    return verdict["differs"] if verdict else None
+
+
+def _sanity_section(report: Report) -> str:
+    """Trained vs null models, per model: similarity, verdicts and group tests."""
+    blocks = []
+    for model in report.models:
+        sanity = (model.saliency_metrics or {}).get("sanity")
+        if model.kind == "linear" or not sanity:
+            continue
+        rows = []
+        for null, entry in sanity["nulls"].items():
+            sim, dist = entry["map_similarity"], entry["profile_distance"]
+            group = entry.get("group") or {}
+            rows.append({
+                "null": entry["label"],
+                "rho": f"{sim['value']:.2f} [{sim['ci_low']:.2f}, {sim['ci_high']:.2f}]",
+                "tv": f"{dist['value']:.3f} [{dist['ci_low']:.3f}, {dist['ci_high']:.3f}]",
+                "last": (sanity.get("mass_last_10pct") or {}).get(null),
+                "group": (", ".join(f"{c}: {g['n_significant']}" for c, g in group.items())
+                          if group else "—"),
+            })
+        verdicts = sanity.get("verdicts") or {}
+        headline = "".join(
+            f"<p class=\"verdict\"><b>{_e(model.name)}: {_e(text)}: {_e(verdicts[key]['differs'])}.</b> "
+            f"{_e(verdicts[key]['reason'])}</p>"
+            for key, text in (("untrained", "these maps differ from an untrained network's"),
+                              ("untrained_profile", "this time profile differs from an untrained network's"),
+                              ("all_nulls", "these maps differ from every null model's"))
+            if key in verdicts)
+        trained_last = (sanity.get("mass_last_10pct") or {}).get("trained")
+        table = _table(rows, [
+            ("null", "null model"), ("rho", "map similarity (Spearman, 95% CI)"),
+            ("tv", "time-profile distance (TV, 95% CI)"), ("last", "null's last-10% mass"),
+            ("group", "cells above the null (FDR), per class"),
+        ], caption=f"{sanity['n_subjects']} held-out subjects; maps in {sanity['n_bins']} time bins of "
+           "run time. Similarity 1 = the null draws the same map (untrained: the mean of "
+           "several draws of initial weights). A map differs from the nulls when the upper bound of "
+           "its similarity to them lies below both its own split-half reliability and the nulls' "
+           "similarity to one another; when the nulls do not agree with each other there is no null "
+           "map to differ from, and the verdict is inconclusive. Trained model's last-10% mass: "
+           f"{_fmt(trained_last)}. A figure a null reproduces is not evidence about the data.")
+        figure = (f"<figure>{_image(model.group_figure, model.name + ' group tests')}<figcaption>"
+                  "Sign-flip test across subjects of the trained model's saliency (each map scaled to "
+                  "unit mass) against the permuted-label model's (same initial weights, same recipe, "
+                  "labels permuted within subjects), per region and time bin, FDR-corrected; maximum z "
+                  "over time bins. The test against untrained networks is in the table but is not "
+                  "evidence by itself: any training shifts every subject's map the same way.</figcaption>"
+                  "</figure>") if model.group_figure else ""
+        blocks.append(f"<h3>{_e(model.name)}</h3>{headline}{table}{figure}")
+    if not blocks:
+        return ""
+    return ('<section id="sanity"><h2>Are these maps evidence? Trained vs null models</h2>'
+            "<p>Every model is explained beside null models that learned nothing about the data "
+            "(Adebayo et al. 2018): its own untrained initial weights, its trained weights "
+            "re-initialised from the output layer down (cascading randomisation), and the same "
+            "recipe trained on labels permuted within each subject.</p>"
+            + "".join(blocks) + "</section>")
 
 
 def _percent(value: float) -> str:
@@ -700,12 +789,14 @@ def write_report(
         f"<h1>{_e(report.title)}</h1>",
         '<p class="sub">fmri_ica: recurrent classifiers with input-cell attention on task fMRI; '
         "saliency = how much each region at each time step moves the predicted probability.</p>",
-        f'<nav><a href="#summary">Summary</a><a href="#time">Saliency over time</a>'
-        f'<a href="#models">Models</a>{nav}<a href="#provenance">Versions</a></nav>',
+        f'<nav><a href="#summary">Summary</a><a href="#models">Models</a>'
+        f'<a href="#time">Saliency over time</a><a href="#sanity">Null models</a>'
+        f'{nav}<a href="#provenance">Versions</a></nav>',
         _summary_section(report),
         *(_warning(w) for w in warnings),
-        _time_section(report),
         _overview_section(report) if report.models else "",
+        _time_section(report),
+        _sanity_section(report),
         *(
             _model_section(m, i + 1, embed_viewers, path.parent)
             for i, m in enumerate(report.models)

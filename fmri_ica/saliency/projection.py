@@ -41,6 +41,7 @@ __all__ = [
     "time_bin_edges",
     "time_average_img",
     "time_binned_imgs",
+    "time_bin_spacing",
     "save_saliency_maps",
     "top_regions",
     "atlas_label_values",
@@ -347,17 +348,45 @@ def time_bin_edges(n_time: int, bins: int | Sequence[int] = 4) -> np.ndarray:
 
 
 def time_average_img(values, atlas, *, dtype=np.float32) -> nib.Nifti1Image:
-    """3D image of the mean over time of ``values: (time, region)``."""
+    """3D image of the mean over time of ``values: (time, region)``, ignoring NaN steps
+    (time steps no window covers; see :mod:`fmri_ica.saliency.runtime`)."""
     values = np.asarray(values)
     if values.ndim != 2:
         raise InvalidParameterError(f"'values' must have shape (time, region); got {values.shape}.")
-    return regions_to_img(values.mean(axis=0, dtype=np.float64), atlas, dtype=dtype)
+    return regions_to_img(bin_means(values, np.array([0, len(values)]))[0], atlas, dtype=dtype)
+
+
+def time_bin_spacing(edges) -> float:
+    """Distance in time steps between consecutive bin centres: the time step of a binned image.
+
+    A bin's centre is the mean of its time steps. With bins of unequal width (``n_time``
+    not a multiple of ``n_bins``, or explicit edges) the centres are not evenly spaced,
+    while a NIfTI image has one time step: it is the mean spacing, ``(last centre - first
+    centre) / (n_bins - 1)``, which is exact for equal bins and off by less than a time
+    step otherwise; sidecars list each bin's exact frames and centre. A single bin gets
+    its own width.
+    """
+    edges = np.asarray(edges, dtype=float)
+    if len(edges) == 2:
+        return float(edges[1] - edges[0])
+    centres = (edges[:-1] + edges[1:] - 1) / 2
+    return float((centres[-1] - centres[0]) / (len(centres) - 1))
 
 
 def time_binned_imgs(
-    values, atlas, bins: int | Sequence[int] = 4, *, as_list: bool = False, dtype=np.float32
+    values,
+    atlas,
+    bins: int | Sequence[int] = 4,
+    *,
+    as_list: bool = False,
+    dtype=np.float32,
+    t_r: float | None = None,
+    stride: int = 1,
 ) -> nib.Nifti1Image | list[nib.Nifti1Image]:
     """Mean of ``values: (time, region)`` within time bins, as images.
+
+    NaN time steps (covered by no window) are left out of the means; a bin with none
+    left is NaN.
 
     Parameters
     ----------
@@ -367,28 +396,40 @@ def time_binned_imgs(
         See :func:`time_bin_edges`.
     as_list : bool, default=False
         Return a list of 3D images instead of one 4D image (one volume per bin).
+    dtype : numpy dtype, default=np.float32
+    t_r, stride : float or None, int
+        As in :func:`regions_to_img`: a time step of ``values`` lasts ``t_r * stride`` s.
 
     Returns
     -------
     img : Nifti1Image, shape (x, y, z, n_bins), or list of n_bins 3D images
+        The 4D image's ``pixdim[4]`` is the spacing of the bin centres
+        (:func:`time_bin_spacing`) in seconds, or in time steps when ``t_r`` is None.
     """
     values = np.asarray(values)
     if values.ndim != 2:
         raise InvalidParameterError(f"'values' must have shape (time, region); got {values.shape}.")
-    means = bin_means(values, time_bin_edges(len(values), bins))
+    edges = time_bin_edges(len(values), bins)
+    means = bin_means(values, edges)
     if as_list:
         return [regions_to_img(m, atlas, dtype=dtype) for m in means]
-    return regions_to_img(means, atlas, dtype=dtype)
+    spacing = time_bin_spacing(edges) * (_t_step(t_r, stride) or 1.0)
+    return regions_to_img(means, atlas, t_r=spacing, dtype=dtype)
 
 
 def bin_means(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """Mean of ``values: (time, ...)`` over each bin; shape (n_bins, ...)."""
-    return np.stack(
-        [
-            values[a:b].mean(axis=0, dtype=np.float64)
-            for a, b in zip(edges[:-1], edges[1:], strict=True)
-        ]
-    )
+    """NaN-aware mean of ``values: (time, ...)`` over each bin; shape (n_bins, ...).
+
+    NaN entries (time steps no window covers) are ignored; a bin with no other value is NaN.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    out = []
+    for a, b in zip(edges[:-1], edges[1:], strict=True):
+        block = values[a:b]
+        count = np.sum(~np.isnan(block), axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out.append(np.where(count > 0, np.nansum(block, axis=0) / count, np.nan))
+    return np.stack(out)
 
 
 def _entity(value: Any, what: str) -> str:
@@ -426,19 +467,26 @@ def save_saliency_maps(
         ..._class-<c>_stat-saliencymean_statmap.nii.gz
             3D mean over time
         ..._class-<c>_timebins-<k>_stat-saliency_statmap.nii.gz
-            4D, one volume per time bin (mean within the bin)
+            4D, one volume per time bin (mean within the bin); pixdim[4] is the spacing
+            of the bin centres (:func:`time_bin_spacing`)
 
     each with a ``.json`` sidecar (model, method, atlas, frames, t_r, stride, class,
-    units, bin edges, package versions, a hash of the values). Entity values keep only
-    letters and digits; the sidecar keeps the original names. An image whose sidecar
-    already records the same parameters and values is not rewritten, so re-runs are
-    cheap and give the same files.
+    units, each bin's frames and times, uncovered frames, package versions, a hash of the
+    values). Entity values keep only letters and digits; the sidecar keeps the original
+    names. An image whose sidecar already records the same parameters and values is not
+    rewritten, so re-runs are cheap and give the same files.
+
+    Classes may have maps of different lengths (e.g. whole runs of different tasks, put
+    in run time by :mod:`fmri_ica.saliency.runtime`). NaN time steps mark frames covered
+    by no window: they stay NaN in the 4D image and are left out of the mean and bin
+    images (NaN-aware means); the sidecar lists them. A class whose map has no finite
+    value is skipped with a warning.
 
     Parameters
     ----------
     out_dir : path
-    maps : dict of str -> array, shape (time, region)
-        Saliency per class name.
+    maps : dict of str -> array, shape (time_c, region)
+        Saliency per class name; lengths may differ between classes.
     atlas : Atlas
     t_r : float
         Repetition time (s) of the source frames.
@@ -446,23 +494,34 @@ def save_saliency_maps(
         Frames between consecutive time steps of the maps.
     model, method, space : str
         Model name, attribution method, template space (e.g. ``MNI152NLin6Asym``).
-    frames : JSON-serialisable
-        Which frames of the runs the maps cover (e.g. ``[0, 100]``).
+    frames : JSON-serialisable, or per class
+        Which run frames the maps cover: ``[first, stop]`` (time step ``r`` is run frame
+        ``first + r * stride``; ``range(first, stop, stride)`` must have one frame per
+        time step), the same for every class or per class (a dict class -> ``[first,
+        stop]``, or a list of pairs in the order of ``maps``). Other values are stored
+        as given; times in the sidecar then count from the map's first step.
     prefix : str, default=""
         Leading entities, e.g. ``sub-01_task-MOTOR`` or ``group``.
     n_bins : int or sequence of int, default=4
         Time bins of the binned image (see :func:`time_bin_edges`).
     units : str, default="arbitrary"
     extra : dict or None
-        More sidecar fields (e.g. accuracy, seed).
+        More sidecar fields (e.g. accuracy, seed). A key that names a built-in field in
+        any letter case (``atlas`` for ``Atlas``) is dropped if it has the same value.
 
     Returns
     -------
     paths : list of Path
         The NIfTI files (3 per class), written or already up to date.
+
+    Raises
+    ------
+    InvalidParameterError
+        For a map of the wrong shape, frames that do not match a map's length, colliding
+        class names, or an ``extra`` field that contradicts a built-in one.
     """
     out_dir = Path(out_dir)
-    step = _t_step(t_r, stride)
+    _t_step(t_r, stride)
     if not maps:
         raise InvalidParameterError("'maps' is empty: there is no class to save.")
     stem_parts = [prefix] if prefix else []
@@ -478,6 +537,7 @@ def save_saliency_maps(
             f"Class names {list(classes)} collide once reduced to letters and digits "
             f"({list(classes.values())}); rename the classes."
         )
+    class_frames = _frames_per_class(frames, list(maps))
     n_regions = _n_regions(atlas)
     paths = []
     for name, values in maps.items():
@@ -486,47 +546,145 @@ def save_saliency_maps(
             raise InvalidParameterError(
                 f"maps[{name!r}] must have shape (time, region); got {values.shape}."
             )
-        edges = time_bin_edges(len(values), n_bins)
-        common = {
+        first = _first_frame(class_frames[name], len(values), stride, name)
+        if not np.isfinite(values).any():
+            logger.warning("Class %r has no covered time step (empty or all NaN): no image.", name)
+            continue
+        common = _merge_extra({
             "Model": model,
             "Method": method,
             "Atlas": getattr(atlas, "name", "atlas"),
             "Space": space,
             "Class": name,
-            "Frames": frames,
+            "Frames": class_frames[name],
             "RepetitionTime": float(t_r),
             "Stride": int(stride),
             "Units": units,
+            "TimeZero": "first time step of the map" if first is None else "run frame 0",
+            "MissingValues": "NaN: time steps covered by no window; left out of the time "
+                             "mean and the time bins (NaN-aware means)",
+            "UncoveredFrames": _uncovered_frames(values, first, stride),
             "ValuesSHA256": hashlib.sha256(
                 np.ascontiguousarray(values, dtype=np.float32)
             ).hexdigest(),
-            **dict(extra or {}),
-        }
+        }, extra)
         stem = "_".join([*stem_parts, f"class-{classes[name]}"])
-        jobs = [
-            (
-                f"{stem}_stat-saliency_bold.nii.gz",
-                {"Description": "Saliency per time step", "TimeStep": step},
-                lambda p, v=values: write_regions_img(p, v, atlas, t_r=t_r, stride=stride),
-            ),
-            (
-                f"{stem}_stat-saliencymean_statmap.nii.gz",
-                {"Description": "Saliency averaged over time"},
-                lambda p, v=values: time_average_img(v, atlas).to_filename(p),
-            ),
-            (
-                f"{stem}_timebins-{len(edges) - 1}_stat-saliency_statmap.nii.gz",
-                {
-                    "Description": "Saliency averaged within time bins (one volume per bin)",
-                    "BinEdgesFrames": edges.tolist(),
-                    "BinEdgesSeconds": (edges * step).tolist(),
-                },
-                lambda p, v=values, e=edges: _write_img(p, time_binned_imgs(v, atlas, e)),
-            ),
-        ]
-        for filename, fields, write in jobs:
+        for filename, fields, write in _jobs(stem, values, atlas, t_r, stride, first, n_bins):
             paths.append(_write_with_sidecar(out_dir / filename, {**common, **fields}, write))
     return paths
+
+
+def _jobs(stem: str, values, atlas, t_r: float, stride: int, first: int | None, n_bins):
+    """(file name, sidecar fields, writer) of the three images of one class."""
+    edges = time_bin_edges(len(values), n_bins)
+    return [
+        (
+            f"{stem}_stat-saliency_bold.nii.gz",
+            {"Description": "Saliency per time step", "TimeStep": _t_step(t_r, stride)},
+            lambda p: write_regions_img(p, values, atlas, t_r=t_r, stride=stride),
+        ),
+        (
+            f"{stem}_stat-saliencymean_statmap.nii.gz",
+            {"Description": "Saliency averaged over time"},
+            lambda p: time_average_img(values, atlas).to_filename(p),
+        ),
+        (
+            f"{stem}_timebins-{len(edges) - 1}_stat-saliency_statmap.nii.gz",
+            _bin_fields(values, edges, t_r, stride, first),
+            lambda p: _write_img(p, time_binned_imgs(values, atlas, edges, t_r=t_r, stride=stride)),
+        ),
+    ]
+
+
+def _bin_fields(values, edges: np.ndarray, t_r: float, stride: int, first: int | None) -> dict:
+    """Sidecar fields of the binned image: each bin's steps, frames, times and data."""
+    origin = 0 if first is None else first
+    pairs = list(zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True))
+    covered = np.isfinite(values).any(axis=1)
+    return {
+        "Description": "Saliency averaged within time bins (one volume per bin; NaN-aware)",
+        "BinEdgesSteps": edges.tolist(),
+        "BinFrames": None if first is None
+        else [[origin + a * stride, origin + (b - 1) * stride + 1] for a, b in pairs],
+        "BinEdgesSeconds": [(origin + e * stride) * t_r for e in edges.tolist()],
+        "BinCentresSeconds": [(origin + (a + b - 1) / 2 * stride) * t_r for a, b in pairs],
+        "BinSpacingSeconds": time_bin_spacing(edges) * t_r * stride,
+        "BinSpacingRule": "pixdim[4]: mean distance between consecutive bin centres "
+                          "(exact for bins of equal width)",
+        "BinStepsWithData": [int(covered[a:b].sum()) for a, b in pairs],
+    }
+
+
+def _frames_per_class(frames, names: list[str]) -> dict[str, Any]:
+    """``frames`` for each class: one value for all, a dict, or a list of pairs."""
+    if isinstance(frames, Mapping):
+        missing = [n for n in names if n not in frames]
+        if missing:
+            raise InvalidParameterError(
+                f"'frames' is a dict but has no entry for classes {missing}; give one "
+                "[first, stop] per class."
+            )
+        return {n: _plain(frames[n]) for n in names}
+    frames = _plain(frames)
+    if isinstance(frames, list) and frames and all(_is_pair(f) for f in frames):
+        if len(frames) != len(names):
+            raise InvalidParameterError(
+                f"'frames' lists {len(frames)} [first, stop] pairs for {len(names)} classes; "
+                "give one per class, in the order of 'maps'."
+            )
+        return dict(zip(names, frames, strict=True))
+    return dict.fromkeys(names, frames)
+
+
+def _plain(value: Any) -> Any:
+    """JSON form of ``value`` (NumPy arrays and scalars as lists and numbers)."""
+    return json.loads(json.dumps(value, default=to_jsonable))
+
+
+def _is_pair(value: Any) -> bool:
+    return isinstance(value, list) and len(value) == 2 and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value
+    )
+
+
+def _first_frame(frames: Any, n_steps: int, stride: int, name: str) -> int | None:
+    """The run frame of the first time step when ``frames`` is ``[first, stop]``, checked."""
+    if not _is_pair(frames):
+        return None
+    first, stop = frames
+    if len(range(first, stop, stride)) != n_steps:
+        raise InvalidParameterError(
+            f"frames for class {name!r} are {frames}: {len(range(first, stop, stride))} frames at "
+            f"stride {stride}, but its map has {n_steps} time steps. Give each class its own "
+            "[first, stop] (e.g. a dict class -> frames)."
+        )
+    return first
+
+
+def _uncovered_frames(values: np.ndarray, first: int | None, stride: int) -> list[list[int]]:
+    """[first, stop] ranges (run frames, or time steps without ``first``) of NaN time steps."""
+    missing = np.concatenate([[False], ~np.isfinite(values).any(axis=1), [False]])
+    changes = np.flatnonzero(np.diff(missing.astype(np.int8)))
+    origin, scale = (0, 1) if first is None else (first, stride)
+    return [[origin + a * scale, origin + (b - 1) * scale + 1]
+            for a, b in zip(changes[::2].tolist(), changes[1::2].tolist(), strict=True)]
+
+
+def _merge_extra(fields: dict, extra: Mapping[str, Any] | None) -> dict:
+    """``fields`` plus ``extra``; an extra key naming a built-in field in another case (or
+    the same) is dropped when equal, an error when not (one key per fact in a sidecar)."""
+    merged = dict(fields)
+    known = {key.lower(): key for key in fields}
+    for key, value in (extra or {}).items():
+        twin = known.get(str(key).lower())
+        if twin is None:
+            merged[key] = value
+        elif _plain(value) != _plain(fields[twin]):
+            raise InvalidParameterError(
+                f"extra[{key!r}] = {value!r} contradicts the sidecar field {twin!r} = "
+                f"{fields[twin]!r}; leave it out of 'extra'."
+            )
+    return merged
 
 
 def _write_img(path: Path, img: nib.Nifti1Image) -> None:
@@ -570,7 +728,7 @@ def top_regions(values, atlas, k: int = 10) -> pd.DataFrame:
     """
     values = _check_values(values, _n_regions(atlas))
     if values.ndim == 2:
-        values = values.mean(axis=0, dtype=np.float64)
+        values = bin_means(values, np.array([0, len(values)]))[0]  # NaN steps left out
     table = atlas.labels.reset_index(drop=True)
     order = np.argsort(-values, kind="stable")[: max(0, int(k))]
     total = float(np.sum(values))

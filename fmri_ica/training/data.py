@@ -1,7 +1,10 @@
-"""Data sets and batching for the trainer: padded sequences in memory, seeded shuffling."""
+"""Data sets and batching for the trainer: padded sequences in memory, seeded shuffling,
+random crops of whole runs, sliding windows."""
 
 from __future__ import annotations
 
+import logging
+import numbers
 from collections.abc import Iterator
 
 import numpy as np
@@ -10,7 +13,17 @@ from torch.utils.data import Dataset, Subset, default_collate
 
 from ..exceptions import InputDataError, InvalidParameterError
 
-__all__ = ["SequenceDataset", "EpochSampler", "as_dataset", "iter_batches"]
+__all__ = [
+    "SequenceDataset",
+    "RunCropDataset",
+    "EpochSampler",
+    "as_dataset",
+    "iter_batches",
+    "set_dataset_epoch",
+    "sliding_windows",
+]
+
+logger = logging.getLogger(__name__)
 
 
 class SequenceDataset(Dataset):
@@ -152,10 +165,11 @@ def iter_batches(dataset: Dataset, indices, batch_size: int, start: int = 0):
 
 
 def _fetch(dataset: Dataset, chunk: torch.Tensor):
-    if isinstance(dataset, Subset) and isinstance(dataset.dataset, SequenceDataset):
-        chunk, dataset = torch.as_tensor(dataset.indices)[chunk], dataset.dataset
-    if isinstance(dataset, SequenceDataset):  # one indexing operation, no per-item collate
-        return dataset.get_batch(chunk)
+    base, index = dataset, chunk
+    while isinstance(base, Subset):
+        index, base = torch.as_tensor(base.indices, dtype=torch.long)[index], base.dataset
+    if hasattr(base, "get_batch"):  # one indexing operation, no per-item collate
+        return base.get_batch(index)
     items = default_collate([dataset[i] for i in chunk.tolist()])
     if len(items) not in (2, 3):
         raise InputDataError(
@@ -164,3 +178,207 @@ def _fetch(dataset: Dataset, chunk: torch.Tensor):
     x, y = items[0].float(), items[1].long()
     lengths = items[2].long() if len(items) == 3 else None
     return x, y, lengths
+
+
+def set_dataset_epoch(dataset: Dataset, epoch: int) -> None:
+    """Call ``set_epoch(epoch)`` on ``dataset`` (or the data set inside Subsets) if it has one."""
+    base = dataset
+    while isinstance(base, Subset) and not hasattr(base, "set_epoch"):
+        base = base.dataset
+    if hasattr(base, "set_epoch"):
+        base.set_epoch(epoch)
+
+
+class RunCropDataset(Dataset):
+    """Random windows of whole runs, drawn afresh every epoch: many samples per run.
+
+    Item ``i`` is crop ``i % crops_per_run`` of run ``i // crops_per_run``: ``window``
+    frames from a start drawn uniformly in ``0 .. length - window``. A run shorter than
+    ``window`` gives the whole run, zero-padded, with its true length (beware: if run
+    length differs between classes, it gives the class away). Optional Gaussian noise is
+    added to the valid frames. Every crop is a pure function of ``(seed, epoch, i)``, as
+    :class:`EpochSampler`'s order is of ``(seed, epoch)``, so resuming needs only the
+    epoch; :func:`fmri_ica.training.fit` calls :meth:`set_epoch` at the start of each
+    epoch. A data set passed as ``val`` stays at epoch 0: a fixed set of crops.
+
+    Parameters
+    ----------
+    x : array-like, shape (n_runs, max_time, features)
+        Whole runs, zero-padded after each run's length.
+    y : array-like of int, shape (n_runs,)
+        Class of each run.
+    lengths : array-like of int, shape (n_runs,)
+        Valid frames per run (``1 <= length <= max_time``).
+    window : int
+        Frames per crop.
+    crops_per_run : int, default=4
+        Crops per run and epoch (the data set has ``n_runs * crops_per_run`` items).
+    seed : int, default=0
+        Seeds the crop starts and the noise, with the epoch (and item).
+    noise_std : float, default=0.0
+        Standard deviation of Gaussian noise added to the crops' valid frames.
+
+    Raises
+    ------
+    InvalidParameterError
+        Bad shapes or parameter values (named in the message).
+    InputDataError
+        Non-finite inputs or negative labels.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> data = RunCropDataset(np.zeros((3, 150, 20)), [0, 1, 2], [150, 120, 40], window=50)
+    >>> data.set_epoch(1)
+    >>> x, y, lengths = data.get_batch(torch.arange(len(data)))
+    >>> tuple(x.shape), lengths.tolist()[-1]
+    ((12, 50, 20), 40)
+    """
+
+    def __init__(self, x, y, lengths, *, window, crops_per_run=4, seed=0, noise_std=0.0):
+        if lengths is None:
+            raise InvalidParameterError(
+                "Invalid value for 'lengths': None. RunCropDataset needs each run's number "
+                "of valid frames, shape (n_runs,)."
+            )
+        x = _as_tensor(x, "x", torch.float32)
+        self.y = _as_tensor(y, "y", torch.long)
+        self.lengths = _as_tensor(lengths, "lengths", torch.long)
+        _check_shapes(x, self.y, self.lengths)
+        self.window = _check_count("window", window, 1)
+        self.crops_per_run = _check_count("crops_per_run", crops_per_run, 1)
+        self.seed = _check_count("seed", seed, 0)
+        self.noise_std = _check_noise(noise_std)
+        self.x = _pad_time(x, self.window)
+        short = int((self.lengths < self.window).sum())
+        if short:
+            logger.warning(
+                "%d of %d runs are shorter than the window of %d frames: their crops are "
+                "the whole runs with their true lengths (length can give the class away).",
+                short, len(self.y), self.window,
+            )  # fmt: skip
+        self.set_epoch(0)
+
+    def __len__(self) -> int:
+        return len(self.y) * self.crops_per_run
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the crop starts of ``epoch`` (a pure function of ``seed`` and ``epoch``)."""
+        self.epoch = _check_count("epoch", epoch, 0)
+        rng = np.random.default_rng([self.seed, self.epoch])
+        room = (self.lengths - self.window).clamp(min=0).numpy()
+        starts = rng.integers(0, np.repeat(room, self.crops_per_run) + 1)
+        self.starts = torch.as_tensor(starts, dtype=torch.long)
+        self.noise_seeds = rng.integers(0, 2**63, size=len(self)).tolist()
+
+    def __getitem__(self, index):
+        x, y, lengths = self.get_batch(torch.as_tensor([int(index)]))
+        return x[0], y[0], lengths[0]
+
+    def get_batch(self, indices: torch.Tensor):
+        """``(x (batch, window, features), y (batch,), lengths (batch,))`` for ``indices``."""
+        indices = torch.as_tensor(indices, dtype=torch.long)
+        if indices.numel() and (indices.min() < 0 or indices.max() >= len(self)):
+            raise IndexError(f"RunCropDataset index out of range 0..{len(self) - 1}.")
+        runs = indices // self.crops_per_run
+        crop_lengths = self.lengths[runs].clamp(max=self.window)
+        x = _gather(self.x, runs, self.starts[indices], crop_lengths, self.window)
+        if self.noise_std > 0:
+            x += self.noise_std * self._noise(indices) * _valid(crop_lengths, self.window)
+        return x, self.y[runs], crop_lengths
+
+    def _noise(self, indices: torch.Tensor) -> torch.Tensor:
+        # One seed per item keeps an item's noise independent of its batch.
+        noise = torch.empty(len(indices), self.window, self.x.shape[2])
+        generator = torch.Generator()
+        for row, i in zip(noise, indices.tolist(), strict=True):
+            torch.randn(row.shape, generator=generator.manual_seed(self.noise_seeds[i]), out=row)
+        return noise
+
+
+def sliding_windows(x, lengths, window: int, step: int):
+    """Windows of ``window`` frames every ``step`` frames over whole runs.
+
+    The last window of each run ends flush with the run's end, so every valid frame is in
+    at least one window. A run shorter than ``window`` gives one window, the whole run
+    zero-padded, with its true length.
+
+    Parameters
+    ----------
+    x : array-like, shape (n_runs, max_time, features)
+        Whole runs, zero-padded after each run's length.
+    lengths : array-like of int, shape (n_runs,)
+        Valid frames per run.
+    window, step : int
+        Window length and stride, in frames.
+
+    Returns
+    -------
+    windows : ndarray, shape (n_windows, window, features), float32
+        Zero after each window's length.
+    lengths : ndarray, shape (n_windows,), int64
+        Valid frames per window (``window``, or the run's length if shorter).
+    run_index : ndarray, shape (n_windows,), int64
+        The run each window comes from (windows of a run are contiguous, in time order).
+    starts : ndarray, shape (n_windows,), int64
+        First frame of each window in its run.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> _, _, runs, starts = sliding_windows(np.ones((2, 9, 3)), [9, 4], window=5, step=3)
+    >>> runs.tolist(), starts.tolist()
+    ([0, 0, 0, 1], [0, 3, 4, 0])
+    """
+    x_t = _as_tensor(x, "x", torch.float32)
+    run_lengths = _as_tensor(lengths, "lengths", torch.long)
+    _check_shapes(x_t, torch.zeros(len(x_t), dtype=torch.long), run_lengths)
+    window, step = _check_count("window", window, 1), _check_count("step", step, 1)
+    starts = [_window_starts(int(n), window, step) for n in run_lengths.tolist()]
+    run_index = torch.repeat_interleave(torch.as_tensor([len(s) for s in starts]))
+    starts = torch.as_tensor(np.concatenate(starts), dtype=torch.long)
+    crop_lengths = run_lengths[run_index].clamp(max=window)
+    windows = _gather(_pad_time(x_t, window), run_index, starts, crop_lengths, window)
+    return windows.numpy(), crop_lengths.numpy(), run_index.numpy(), starts.numpy()
+
+
+def _window_starts(length: int, window: int, step: int) -> np.ndarray:
+    last = max(length - window, 0)
+    starts = np.arange(0, last + 1, step)
+    return starts if starts[-1] == last else np.append(starts, last)
+
+
+def _gather(x, runs, starts, crop_lengths, window: int) -> torch.Tensor:
+    """Crops (len(runs), window, features) of ``x`` in one indexing operation, zero
+    beyond each crop's length."""
+    frames = starts[:, None] + torch.arange(window)
+    return x[runs[:, None], frames] * _valid(crop_lengths, window)
+
+
+def _valid(crop_lengths: torch.Tensor, window: int) -> torch.Tensor:
+    """(batch, window, 1) float mask of the valid frames."""
+    return (torch.arange(window) < crop_lengths[:, None]).unsqueeze(-1).float()
+
+
+def _pad_time(x: torch.Tensor, window: int) -> torch.Tensor:
+    """``x`` with zeros appended on the time axis up to ``window`` frames (if shorter)."""
+    missing = window - x.shape[1]
+    return torch.nn.functional.pad(x, (0, 0, 0, missing)) if missing > 0 else x
+
+
+def _check_count(name: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise InvalidParameterError(
+            f"Invalid value for {name!r}: {value!r}. Expected an integer >= {minimum}."
+        )
+    return int(value)
+
+
+def _check_noise(value) -> float:
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not ok or not np.isfinite(value) or value < 0:
+        raise InvalidParameterError(
+            f"Invalid value for 'noise_std': {value!r}. Expected a finite number >= 0 "
+            "(the standard deviation of the input noise; 0 for none)."
+        )
+    return float(value)

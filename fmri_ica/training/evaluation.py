@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from ..exceptions import InputDataError, InvalidParameterError
-from .data import SequenceDataset, as_dataset, iter_batches
+from .data import SequenceDataset, as_dataset, iter_batches, sliding_windows
 
-__all__ = ["predict_logits", "evaluate"]
+__all__ = ["predict_logits", "evaluate", "evaluate_runs"]
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
@@ -123,6 +123,11 @@ def evaluate(model, data, *, batch_size=256, device=None, class_weights=None) ->
     model.to(device)
     logits, labels = forward_all(model, dataset, batch_size, device)
     weights = None if class_weights is None else torch.as_tensor(class_weights)
+    return _scores(logits, labels, weights)
+
+
+def _scores(logits: torch.Tensor, labels: torch.Tensor, weights=None) -> dict:
+    """The metrics dict of :func:`evaluate` from logits (n, n_classes) and labels (n,)."""
     loss, accuracy = loss_and_accuracy(logits, labels, weights)
     n_classes = logits.shape[1]
     y_true, y_pred = labels.numpy(), logits.argmax(1).numpy()
@@ -140,6 +145,76 @@ def evaluate(model, data, *, batch_size=256, device=None, class_weights=None) ->
         "confusion_matrix": confusion.tolist(),
         "n": int(len(y_true)),
         "n_classes": int(n_classes),
+    }
+
+
+def evaluate_runs(model, x, y, lengths, *, window, step, batch_size=256, device=None) -> dict:
+    """Window-level and run-level metrics of ``model`` on whole runs, in eval mode.
+
+    Each run is cut into sliding windows (:func:`~fmri_ica.training.data.sliding_windows`:
+    every ``step`` frames, the last flush with the run's end); each window is classified,
+    and each run is predicted by the mean log-probability over its windows.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Called as ``model(x, lengths=lengths)`` on (batch, window, features) windows.
+    x : array-like, shape (n_runs, max_time, features)
+        Whole runs, zero-padded after each run's length.
+    y : array-like of int, shape (n_runs,)
+        Class of each run.
+    lengths : array-like of int, shape (n_runs,)
+        Valid frames per run.
+    window, step : int
+        Window length and stride, in frames (use the training window).
+    batch_size : int, default=256
+    device : str or torch.device, optional
+        None: wherever the model's parameters are.
+
+    Returns
+    -------
+    dict
+        ``window_level`` and ``run_level``: dicts as returned by :func:`evaluate` (the
+        run-level ``loss`` is the cross-entropy of the renormalised mean log-probabilities);
+        ``n_windows``, ``n_runs``, ``windows_per_run`` (list of int),
+        ``run_predictions`` (list of int, one per run), ``run_log_proba`` (nested list
+        (n_runs, n_classes): mean log-probability over the run's windows), ``window`` and
+        ``step``.
+
+    Raises
+    ------
+    InvalidParameterError
+        Bad shapes, ``window``, ``step`` or ``batch_size``.
+    InputDataError
+        Labels beyond the model's classes, non-finite inputs.
+    """
+    batch_size = _check_batch_size(batch_size)
+    windows, window_lengths, run_index, _ = sliding_windows(x, lengths, window, step)
+    labels = torch.as_tensor(np.asarray(y), dtype=torch.long)
+    if labels.shape != (len(np.asarray(lengths)),):
+        raise InvalidParameterError(
+            f"Invalid value for 'y': expected one label per run, shape "
+            f"({len(np.asarray(lengths))},) like 'lengths'; got {tuple(labels.shape)}."
+        )
+    run_index = torch.from_numpy(run_index)
+    dataset = SequenceDataset(windows, labels[run_index], window_lengths)
+    device = model_device(model) if device is None else torch.device(device)
+    model.to(device)
+    logits, window_labels = forward_all(model, dataset, batch_size, device)
+    log_proba = F.log_softmax(logits.double(), dim=1)
+    counts = torch.bincount(run_index, minlength=len(labels))
+    run_log_proba = torch.zeros(len(labels), logits.shape[1], dtype=torch.float64)
+    run_log_proba.index_add_(0, run_index, log_proba).div_(counts[:, None])
+    return {
+        "window_level": _scores(logits, window_labels),
+        "run_level": _scores(run_log_proba, labels),
+        "n_windows": int(len(run_index)),
+        "n_runs": int(len(labels)),
+        "windows_per_run": counts.tolist(),
+        "run_predictions": run_log_proba.argmax(1).tolist(),
+        "run_log_proba": run_log_proba.tolist(),
+        "window": int(window),
+        "step": int(step),
     }
 
 

@@ -1,4 +1,4 @@
-"""The training loop: Adam on cross-entropy, early stopping on validation, exact resume.
+"""The training loop: Adam on cross-entropy, model selection on validation, exact resume.
 
 One process, one device for now. What DistributedDataParallel will change is kept in
 :class:`Runtime` (device, rank, model wrapper, sampler, cross-rank reductions), and every
@@ -33,7 +33,7 @@ from .checkpoint import (
     save_training_state,
     set_rng_states,
 )
-from .data import EpochSampler, as_dataset, iter_batches
+from .data import EpochSampler, as_dataset, iter_batches, set_dataset_epoch
 from .evaluation import check_labels, forward_all, loss_and_accuracy
 
 __all__ = ["fit", "FitResult", "TrainingInterrupted", "Runtime", "resolve_runtime"]
@@ -49,7 +49,15 @@ _MUST_MATCH_ON_RESUME = ("lr", "batch_size", "weight_decay", "seed", "grad_clip"
 
 @dataclass
 class FitResult:
-    """What :func:`fit` returns. Epochs count from 1; ``best_epoch`` 0 means none improved."""
+    """What :func:`fit` returns. Epochs count from 1; ``best_epoch`` 0 means none improved.
+
+    ``best_*`` describe the epoch best on validation (the ``best/`` checkpoint);
+    ``selected_epoch`` is the epoch whose weights the model ends with (``best_epoch``
+    with ``selection="best"``, the last epoch with ``"last"``); ``early_best`` is True
+    when that epoch is among the first ones (<= max(2, 10% of the epochs run)), so the
+    model may be close to its initialisation. With ``out_dir``, the kept weights are in
+    ``out_dir / selection`` (``best/`` or ``last/``) and the untrained ones in ``init/``.
+    """
 
     best_epoch: int
     best_val_loss: float
@@ -57,6 +65,9 @@ class FitResult:
     history: list[dict]
     stopped_early: bool
     out_dir: Path | None
+    selection: str = "best"
+    selected_epoch: int = 0
+    early_best: bool = False
 
 
 class TrainingInterrupted(SystemExit):
@@ -178,6 +189,7 @@ def fit(
     patience: int | None = 10,
     min_epochs: int = 1,
     monitor: str = "val_loss",
+    selection: str = "best",
     seed: int = 0,
     out_dir=None,
     device=None,
@@ -189,15 +201,24 @@ def fit(
     eval_batch_size: int = 256,
     handle_signals: bool = True,
 ) -> FitResult:
-    """Train ``model`` with Adam on cross-entropy; keep the weights best on ``val``.
+    """Train ``model`` with Adam on cross-entropy; keep the best (or the last) weights.
 
     The loss is ``nn.CrossEntropyLoss`` on the logits (no softmax before it). After every
     epoch the model is scored on ``val``; with ``monitor="val_loss"`` (default: smoother
     than accuracy, which ties often on small sets) the best epoch has the lowest
     validation loss; with ``"val_accuracy"`` the highest accuracy, ties broken by loss.
-    Training stops after ``patience`` epochs without improvement (never before
-    ``min_epochs``), and the model ends with the best weights, in eval mode. A test set
-    never enters here.
+    No epoch before ``min_epochs`` counts as best. With ``selection="best"`` training
+    stops after ``patience`` epochs without improvement (never before ``min_epochs``) and
+    the model ends with the best weights; with ``selection="last"`` it trains all
+    ``epochs`` and keeps the final weights. Either way it ends in eval mode, and a warning
+    is logged (``FitResult.early_best``) when the kept epoch is among the first ones. A
+    test set never enters here.
+
+    On small cohorts a validation set of a few subjects is noisy: its best epoch is often
+    the first, an essentially untrained network. There, prefer ``selection="last"`` with
+    ``weight_decay`` (e.g. 0.01), a fixed budget of ``epochs`` and many windows per run
+    (:class:`~fmri_ica.training.data.RunCropDataset`), and compare the result with the
+    untrained weights saved in ``out_dir/init``.
 
     Parameters
     ----------
@@ -208,16 +229,26 @@ def fit(
         seeding for a reproducible start.
     train, val : Dataset or tuple (x, y[, lengths])
         ``x`` (n, time, features) float, ``y`` (n,) int, ``lengths`` (n,) int; a Dataset
-        yields ``(x, y)`` or ``(x, y, length)`` (see :class:`SequenceDataset`).
+        yields ``(x, y)`` or ``(x, y, length)`` (see :class:`SequenceDataset`). A Dataset
+        with ``get_batch(indices)`` is batched in one indexing operation; if ``train`` (or
+        the data set inside a ``Subset``) has ``set_epoch``, it is called with the epoch
+        number (from 0) before each epoch (e.g. :class:`RunCropDataset` draws new crops).
     epochs : int, default=100
         Maximum number of epochs (in total, counting epochs done before a resume).
     lr, weight_decay : float, default=1e-3, 0.0
         Adam's learning rate and L2 penalty.
     batch_size : int, default=50
     patience : int or None, default=10
-        Epochs without improvement before stopping; None trains all ``epochs``.
+        Epochs without improvement before stopping; None trains all ``epochs``. Must be
+        None with ``selection="last"``.
     min_epochs : int, default=1
+        No early stop before this epoch, and no epoch before it is chosen as best (if
+        ``epochs < min_epochs``, only the last epoch can be).
     monitor : {"val_loss", "val_accuracy"}, default="val_loss"
+    selection : {"best", "last"}, default="best"
+        Which weights the model ends with: those of the best epoch on ``val``, or those
+        of the last epoch (robust when the validation set is small; ``val`` is then
+        monitored only for the metrics and the ``best/`` checkpoint).
     seed : int, default=0
         Seeds torch/NumPy/Python (dropout) and, with the epoch, the shuffling (its own
         ``torch.Generator``). On CPU the same seed and model give bitwise-identical
@@ -226,9 +257,10 @@ def fit(
     out_dir : str or Path, optional
         Writes ``metrics.jsonl`` (one JSON line per epoch with the keys ``epoch,
         train_loss, train_acc, val_loss, val_acc, lr, seconds``; train figures are means
-        over the epoch's batches in train mode), checkpoints ``best/`` and ``last/``
-        (``model.pt`` + ``model.json``), ``training_state.pt`` (to resume) and
-        ``fit_result.json``.
+        over the epoch's batches in train mode), checkpoints ``init/`` (the weights
+        before training, written once: the untrained null model), ``best/`` and
+        ``last/`` (``model.pt`` + ``model.json``, load with :func:`load_model`),
+        ``training_state.pt`` (to resume) and ``fit_result.json``.
     device : str or torch.device, optional
         None: "cuda" if available, else "cpu".
     progress : bool, default=True
@@ -273,6 +305,7 @@ def fit(
         patience=patience,
         min_epochs=min_epochs,
         monitor=monitor,
+        selection=selection,
         seed=seed,
         grad_clip=grad_clip,
         class_weights=class_weights,
@@ -313,16 +346,10 @@ def fit(
             finished = prog.epoch >= epochs or prog.stopped_early
             if runtime.any(flag.signum is not None) and not finished:
                 loop.interrupt(prog, flag.signum)
-    model.load_state_dict(loop.best_state)
+    if selection == "best":
+        model.load_state_dict(loop.best_state)
     model.eval()
-    result = FitResult(
-        prog.best_epoch,
-        prog.best_val_loss,
-        prog.best_val_accuracy,
-        prog.history,
-        prog.stopped_early,
-        out,
-    )
+    result = _result(prog, selection, out)
     if out is not None and runtime.is_main:
         write_json(
             out / "fit_result.json",
@@ -331,6 +358,40 @@ def fit(
     if flag.signum is not None:  # arrived during the last epoch: the run is complete, still exit
         loop.interrupt(prog, flag.signum, save=False)
     return result
+
+
+def _result(prog: _Progress, selection: str, out: Path | None) -> FitResult:
+    """The :class:`FitResult`, with a warning when the kept epoch is among the first ones."""
+    n_run = len(prog.history)
+    selected = prog.best_epoch if selection == "best" else n_run
+    early = selected <= max(2, int(0.1 * n_run))
+    if early:
+        advice = (
+            "Train more epochs."
+            if selection == "last"
+            else "On a small validation set, use selection='last' with weight_decay and a "
+            "fixed number of epochs, or raise min_epochs."
+        )
+        logger.warning(
+            "The kept weights are those of epoch %d of %d (selection=%r): the model may be "
+            "close to its initialisation%s. %s",
+            selected,
+            n_run,
+            selection,
+            "" if out is None else f" (compare with the untrained weights in {out / 'init'})",
+            advice,
+        )
+    return FitResult(
+        prog.best_epoch,
+        prog.best_val_loss,
+        prog.best_val_accuracy,
+        prog.history,
+        prog.stopped_early,
+        out,
+        selection=selection,
+        selected_epoch=selected,
+        early_best=early,
+    )
 
 
 class _Loop:
@@ -346,6 +407,7 @@ class _Loop:
         started = time.perf_counter()
         sampler = self.runtime.sampler(len(train_ds), self.params["seed"])
         sampler.set_epoch(prog.epoch)
+        set_dataset_epoch(train_ds, prog.epoch)
         self.net.train()
         batches = iter_batches(train_ds, sampler, self.params["batch_size"], start=prog.step)
         for x, y, lengths in batches:
@@ -397,7 +459,10 @@ class _Loop:
         }
         prog.history.append(record)
         prog.step, prog.loss_sum, prog.correct, prog.seen, prog.seconds = 0, 0.0, 0, 0, 0.0
-        improved = _improved(self.params["monitor"], val_loss, val_acc, prog)
+        # min(...): with epochs < min_epochs the last epoch must stay eligible, or the
+        # untrained weights would be kept.
+        eligible = prog.epoch >= min(self.params["min_epochs"], self.params["epochs"])
+        improved = eligible and _improved(self.params["monitor"], val_loss, val_acc, prog)
         if improved:
             prog.best_epoch, prog.best_val_loss, prog.best_val_accuracy = (
                 prog.epoch,
@@ -406,7 +471,7 @@ class _Loop:
             )
             prog.bad_epochs = 0
             self.best_state = cpu_state_dict(self.model)
-        else:
+        elif eligible:
             prog.bad_epochs += 1
         patience = self.params["patience"]
         if (
@@ -491,6 +556,7 @@ def _start(model, optimizer, out, params, resume, runtime) -> tuple[_Progress, d
         seed_everything(params["seed"])
         if out is not None and runtime.is_main:
             write_text(out / "metrics.jsonl", "")
+            save_checkpoint(out / "init", model, epoch=0, extra={"training": params})
         return _Progress(), cpu_state_dict(model)
     for name in _MUST_MATCH_ON_RESUME:
         if state["params"][name] != params[name]:
@@ -535,6 +601,13 @@ def _check_params(**p) -> dict:
     if p["grad_clip"] is not None:
         _check_float("grad_clip", p["grad_clip"], positive=True)
     check_option("monitor", p["monitor"], ("val_loss", "val_accuracy"))
+    check_option("selection", p["selection"], ("best", "last"))
+    if p["selection"] == "last" and p["patience"] is not None:
+        raise InvalidParameterError(
+            f"Invalid value for 'patience': {p['patience']!r} with selection='last'. Keeping "
+            "the last weights means training the full budget of 'epochs': pass patience=None "
+            "(or selection='best' for early stopping)."
+        )
     if p["class_weights"] is not None:
         p["class_weights"] = _check_class_weights(p["class_weights"])
     for name in ("epochs", "batch_size", "min_epochs", "log_every", "eval_batch_size", "seed"):

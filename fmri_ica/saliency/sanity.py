@@ -1,0 +1,410 @@
+"""Explain a cross-validated model beside its null models, in run time, per subject.
+
+For every fold, the trained model and its nulls (its own untrained initial weights, the
+cascading randomisations of the trained weights, and the same recipe trained on
+subject-wise permuted labels) are explained on the fold's held-out subjects. Each window's
+saliency is min-max scaled, placed on the run frames it covers, averaged per frame, per run
+and per subject: every subject has one (time, region) map per class and per model variant.
+From these: the group maps, the time profiles, the similarity of trained and null maps
+with bootstrap intervals and a verdict (:mod:`fmri_ica.saliency.nulls`), and sign-flip
+tests of trained against null across subjects (:mod:`fmri_ica.saliency.group`).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from .._utils import atomic_path, write_json
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["explain_model", "load_group_result"]
+
+#: Null models in the order the report shows them.
+NULL_LABELS = {
+    "untrained": "untrained (the model's own initial weights)",
+    "permuted": "trained on subject-wise permuted labels",
+}
+
+
+def explain_model(folds, out: Path, *, config: dict, evaluation: dict, ground_truth) -> dict:
+    """Saliency of one model over all folds, with its nulls; writes ``out`` and returns a
+    summary for the stage marker.
+
+    Parameters
+    ----------
+    folds : list of (Path, SampleSet)
+        Each fold's model folder (``trained/``, ``permuted/``) and its test windows.
+    out : Path
+        ``saliency/<model>/``: ``class_maps*`` (group maps in run time; the nulls' in
+        ``nulls/<variant>/``), ``curves.npz``, ``group.npz`` and ``metrics.json``.
+    """
+    from .scoring import accuracy_gate
+
+    options, sanity = config["saliency"], config["sanity"]
+    per_subject: dict[str, dict] = {}
+    curves: dict[str, list] = {}
+    kept, removal = [], []
+    for k, (fold_dir, windows) in enumerate(folds):
+        models = _variants(Path(fold_dir), sanity, config["training"]["selection"], seed=config["seed"] + k)
+        logger.info("Saliency (%s) of %s and %d null model(s), fold %d/%d, %d windows",
+                    options["method"], Path(out).name, len(models) - 1, k + 1, len(folds), len(windows))
+        for variant, model in models.items():
+            saliency = _saliency(model, windows, options, config["training"]["device"])
+            curves.setdefault(variant, []).append(_curves(saliency, windows))
+            _add_subject_maps(per_subject.setdefault(variant, {}), saliency, windows, config)
+            if variant == "trained":
+                kept.append((saliency, windows))
+                removal.append(_removal(model, saliency, windows, config["seed"]))
+    trained_saliency, test = _concatenate(kept)
+    metrics = _trained_metrics(trained_saliency, test, options, ground_truth, config["seed"])
+    metrics["removal"] = _mean_rows(removal)
+    metrics.update(accuracy_gate(evaluation["test"], test.classes))
+    metrics["test_accuracy"] = evaluation["test"]["accuracy"]
+    metrics["sanity"] = _sanity(per_subject, curves, test, config)
+    _save(out, per_subject, curves, test, metrics, config)
+    return {"test_accuracy": evaluation["test"]["accuracy"],
+            "verdict": {k: v["differs"] for k, v in metrics["sanity"]["verdicts"].items()}}
+
+
+# --------------------------------------------------------------------------- variants
+
+
+def _variants(fold_dir: Path, sanity: dict, selection: str, seed: int) -> dict:
+    """The trained model and the null models the config asks for."""
+    from ..training import load_model
+    from .nulls import cascading_randomization, reinitialized
+
+    trained = load_model(fold_dir / "trained" / selection)
+    models = {"trained": trained}
+    if sanity["untrained"]:  # its own initial weights, and other draws of them
+        models["untrained-0"] = load_model(fold_dir / "trained" / "init")
+        for i in range(1, sanity["n_untrained"]):
+            models[f"untrained-{i}"] = reinitialized(trained, seed=seed * 100 + i)
+    if sanity["permuted_labels"] and (fold_dir / "permuted" / selection).is_dir():
+        models["permuted"] = load_model(fold_dir / "permuted" / selection)
+    if sanity["cascading"]:
+        for layer, model in cascading_randomization(trained, seed=seed):
+            models[f"cascade-{layer}"] = model
+    return models
+
+
+def _saliency(model, windows, options: dict, device) -> np.ndarray:
+    """|attribution| (n, time, region) float32, zero on padding."""
+    import torch
+
+    from .methods import attribute
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = model.to(device)
+    x, y = (torch.from_numpy(a).to(device) for a in (windows.x, windows.y))
+    lengths = torch.from_numpy(windows.lengths)  # packed sequences want lengths on the CPU
+    values = attribute(model, x, target=y, method=options["method"], lengths=lengths,
+                       batch_size=options["batch_size"])
+    return np.abs(values.detach().cpu().numpy()).astype(np.float32)
+
+
+def _curves(saliency: np.ndarray, windows) -> dict:
+    from .metrics import saliency_over_time
+
+    return {"curves": saliency_over_time(saliency, lengths=windows.lengths).astype(np.float32),
+            "subjects": windows.subjects.astype(str), "y": windows.y}
+
+
+def _add_subject_maps(maps: dict, saliency: np.ndarray, windows, config: dict) -> None:
+    """Per subject and class, the (run frame, region) map: windows scaled, placed in run time,
+    averaged over the subject's runs of that class."""
+    from .metrics import minmax_scale
+    from .runtime import class_maps_in_run_time, to_run_time
+
+    stride = config["samples"]["frame_stride"]
+    scaled = minmax_scale(saliency).astype(np.float32)
+    for subject in np.unique(windows.subjects):
+        index = np.flatnonzero(windows.subjects == subject)
+        subset = windows.subset(index)
+        run_maps = to_run_time(scaled[index], subset, frame_stride=stride)
+        class_maps = class_maps_in_run_time(run_maps, subset)
+        maps[str(subject)] = {c: m for c, m in zip(windows.classes, class_maps, strict=True)
+                              if m is not None and np.isfinite(m).any()}
+
+
+def _removal(model, saliency, windows, seed: int) -> list:
+    import torch
+
+    from .metrics import removal_test
+
+    x, y = torch.from_numpy(windows.x), torch.from_numpy(windows.y)
+    return removal_test(model.cpu(), x, y, saliency, lengths=torch.from_numpy(windows.lengths), seed=seed)
+
+
+def _mean_rows(folds: list[list[dict]]) -> list[dict]:
+    """Removal-test rows averaged over folds, row by row."""
+    rows = []
+    for parts in zip(*folds, strict=True):
+        row = dict(parts[0])
+        for key, value in parts[0].items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "fraction":
+                row[key] = float(np.mean([p[key] for p in parts]))
+        rows.append(row)
+    return rows
+
+
+def _concatenate(kept: list) -> tuple[np.ndarray, object]:
+    """All folds' trained saliency and windows as one set (windows padded to one length)."""
+    from ..data.samples import SampleSet
+
+    width = max(s.shape[1] for s, _ in kept)
+
+    def pad(a, value=0):
+        return np.concatenate([np.pad(x, [(0, 0), (0, width - x.shape[1])] + [(0, 0)] * (x.ndim - 2),
+                                      constant_values=value) for x in a])
+
+    windows = [w for _, w in kept]
+    first = windows[0]
+    test = SampleSet(
+        x=pad([w.x for w in windows]), y=np.concatenate([w.y for w in windows]),
+        lengths=np.concatenate([w.lengths for w in windows]),
+        task_on=pad([w.task_on for w in windows], False),
+        subjects=np.concatenate([w.subjects for w in windows]),
+        runs=np.concatenate([w.runs for w in windows]),
+        starts=np.concatenate([w.starts for w in windows]), classes=first.classes,
+        region_names=first.region_names, t_r=first.t_r, metadata=first.metadata,
+    )
+    return pad([s for s, _ in kept]), test
+
+
+def _trained_metrics(saliency, test, options, ground_truth, seed) -> dict:
+    from .scoring import class_means, saliency_metrics
+
+    return saliency_metrics(saliency, test, options["top_k"], ground_truth, seed=seed,
+                            class_maps=class_means(saliency, test))
+
+
+# --------------------------------------------------------------------------- sanity
+
+
+def _binned(per_subject: dict, classes: list[str], n_bins: int):
+    """(subject, class, bin, region) time-binned maps (NaN where a subject lacks a class),
+    and the subject labels."""
+    from .projection import time_bin_edges
+
+    subjects = sorted(per_subject)
+    regions = next(iter(next(iter(per_subject.values())).values())).shape[1]
+    out = np.full((len(subjects), len(classes), n_bins, regions), np.nan)
+    for i, subject in enumerate(subjects):
+        for c, name in enumerate(classes):
+            values = per_subject[subject].get(name)
+            if values is None:
+                continue
+            edges = time_bin_edges(len(values), min(n_bins, len(values)))
+            for b, (lo, hi) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
+                out[i, c, b] = np.nanmean(values[lo:hi], axis=0)
+    return out, subjects
+
+
+def _subject_profiles(curves: list[dict], subjects: list[str]) -> np.ndarray:
+    """(subject, time) mean normalised saliency-over-time curve per subject."""
+    all_curves = np.concatenate([_pad_to(c["curves"], _width(curves)) for c in curves])
+    labels = np.concatenate([c["subjects"] for c in curves])
+    totals = np.nansum(all_curves, axis=1, keepdims=True)
+    shares = np.divide(all_curves, totals, out=np.zeros_like(all_curves), where=totals > 0)
+    return np.stack([shares[labels == s].mean(axis=0) for s in subjects])
+
+
+def _width(curves: list[dict]) -> int:
+    return max(c["curves"].shape[1] for c in curves)
+
+
+def _pad_to(values: np.ndarray, width: int) -> np.ndarray:
+    return np.pad(values, [(0, 0), (0, width - values.shape[1])])
+
+
+def _families(variants) -> dict[str, list[str]]:
+    """Null models grouped as the report shows them: the untrained draws together."""
+    families: dict[str, list[str]] = {}
+    for variant in variants:
+        if variant != "trained":
+            families.setdefault(variant.split("-")[0] if variant.startswith("untrained") else variant,
+                                []).append(variant)
+    return families
+
+
+def _sanity(per_subject: dict, curves: dict, test, config: dict) -> dict:
+    """Similarity of the trained maps and time profiles to each null's (bootstrap intervals),
+    verdicts against the untrained networks and against all nulls, and the group tests of
+    trained against the untrained networks and the permuted-label model."""
+    from .group import group_saliency_test
+    from .nulls import map_similarity, profile_distance
+
+    sanity, n_bins, seed = config["sanity"], config["saliency"]["n_bins"], config["seed"]
+    n_boot, classes = sanity["n_boot"], test.classes
+    trained, subjects = _binned(per_subject["trained"], classes, n_bins)
+    binned = {v: _flat(_binned(per_subject[v], classes, n_bins)[0]) for v in per_subject if v != "trained"}
+    profiles = {v: _subject_profiles(curves[v], subjects) for v in curves}
+    families = _families(per_subject)
+    result = {"n_subjects": len(subjects), "n_bins": n_bins, "nulls": {}, "verdicts": {},
+              "mass_last_10pct": _last_mass(curves, families)}
+    for family, members in families.items():
+        mean_map = np.mean([binned[m] for m in members], axis=0)
+        mean_profile = np.mean([profiles[m] for m in members], axis=0)
+        entry = {
+            "label": NULL_LABELS.get(family, f"cascading randomisation: {family[8:]} and above"),
+            "members": members,
+            "map_similarity": map_similarity(_flat(trained), mean_map, n_boot=n_boot, seed=seed).as_dict(),
+            "profile_distance": profile_distance(profiles["trained"], mean_profile, n_boot=n_boot,
+                                                 seed=seed).as_dict(),
+        }
+        if family in ("untrained", "permuted"):
+            null = np.mean([_binned(per_subject[m], classes, n_bins)[0] for m in members], axis=0)
+            entry["group"] = _group_tests(trained, null, classes, sanity, seed, group_saliency_test)
+        result["nulls"][family] = entry
+    result["verdicts"] = _verdicts(_flat(trained), binned, profiles, families, sanity, seed)
+    return result
+
+
+def _last_mass(curves: dict, families: dict) -> dict:
+    """Saliency mass in the last 10% of the window: trained and each null family (mean)."""
+    from .metrics import mass_in_last
+
+    def mass(parts):
+        width = _width(parts)
+        stacked = np.concatenate([_pad_to(p["curves"], width) for p in parts])
+        return float(np.mean(mass_in_last(stacked[:, :, None], 0.1)))
+
+    out = {"trained": mass(curves["trained"])}
+    for family, members in families.items():
+        out[family] = float(np.mean([mass(curves[m]) for m in members]))
+    return out
+
+
+def _verdicts(trained, binned, profiles, families, sanity, seed) -> dict:
+    """"Do the trained maps differ from ...": the untrained networks (maps and time profiles),
+    and all nulls that learned nothing (untrained draws and the permuted-label model)."""
+    from .nulls import sanity_verdict
+
+    untrained = families.get("untrained", [])
+    unlearned = untrained + families.get("permuted", [])
+    checks = {"untrained": ("map", untrained), "untrained_profile": ("profile", untrained),
+              "all_nulls": ("map", unlearned)}
+    verdicts = {}
+    for name, (measure, members) in checks.items():
+        if not members:
+            continue
+        source = profiles if measure == "profile" else binned
+        reference = profiles["trained"] if measure == "profile" else trained
+        verdicts[name] = sanity_verdict(reference, [source[m] for m in members], measure=measure,
+                                        n_boot=sanity["n_boot"], seed=seed)
+    return verdicts
+
+
+def _flat(binned: np.ndarray) -> np.ndarray:
+    """(subject, class * bin * region), NaN filled with the subject mean of that cell."""
+    flat = binned.reshape(len(binned), -1)
+    fill = np.nanmean(flat, axis=0)
+    return np.where(np.isnan(flat), np.nan_to_num(fill), flat)
+
+
+def _group_tests(trained, null, classes, sanity, seed, test) -> dict:
+    """Per class, the sign-flip test across subjects (JSON summary; arrays kept aside)."""
+    out = {}
+    for c, name in enumerate(classes):
+        ok = ~np.isnan(trained[:, c]).all(axis=(1, 2)) & ~np.isnan(null[:, c]).all(axis=(1, 2))
+        if ok.sum() < 2:
+            continue
+        result = test(np.nan_to_num(trained[ok, c]), np.nan_to_num(null[ok, c]),
+                      n_perm=sanity["n_perm"], seed=seed, alpha=sanity["fdr"], normalise="mass")
+        out[name] = result
+    return out
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _save(out: Path, per_subject: dict, curves: dict, test, metrics: dict, config: dict) -> None:
+    """Group maps (trained and nulls), per-subject maps, curves, group tests, metrics."""
+    from .runtime import write_class_maps
+
+    out = Path(out)
+    s = config["samples"]
+    for variant, maps in _family_maps(per_subject).items():
+        group, frames = _group_mean(maps, test.classes, s)
+        directory = out if variant == "trained" else out / "nulls" / variant
+        write_class_maps(
+            directory, group, classes=test.classes, regions=test.region_names, t_r=test.t_r,
+            frames=frames, aggregate="mean over subjects of the per-subject mean over runs of "
+            "the mean over windows covering each run frame", scaling="each window min-max scaled "
+            "to [0, 1] before averaging", subjects=sorted(maps),
+            extra={"method": config["saliency"]["method"], "variant": variant},
+        )
+    with atomic_path(out / "curves.npz") as tmp, open(tmp, "wb") as handle:
+        arrays = {}
+        for variant, parts in curves.items():
+            width = _width(parts)
+            arrays[f"{variant}/curves"] = np.concatenate([_pad_to(p["curves"], width) for p in parts])
+            arrays[f"{variant}/subjects"] = np.concatenate([p["subjects"] for p in parts])
+            arrays[f"{variant}/y"] = np.concatenate([p["y"] for p in parts])
+        np.savez_compressed(handle, **arrays)
+    _save_group_arrays(out, metrics["sanity"])
+    write_json(out / "metrics.json", {**metrics, "method": config["saliency"]["method"]})
+
+
+def _family_maps(per_subject: dict) -> dict:
+    """Per-subject maps of the trained model and of each null family (members averaged)."""
+    out = {"trained": per_subject["trained"]}
+    for family, members in _families(per_subject).items():
+        if len(members) == 1:
+            out[family] = per_subject[members[0]]
+            continue
+        out[family] = {}
+        for subject in per_subject["trained"]:
+            names = set.intersection(*(set(per_subject[m].get(subject, {})) for m in members))
+            out[family][subject] = {c: np.mean([per_subject[m][subject][c] for m in members], axis=0)
+                                    for c in names}
+    return out
+
+
+def _group_mean(maps: dict, classes: list[str], samples: dict) -> tuple[list, list]:
+    """Per class the mean over subjects (NaN-aware, each class its own length) and its frames."""
+    group, frames = [], []
+    for name in classes:
+        values = [m[name] for m in maps.values() if name in m]
+        length = max(len(v) for v in values)
+        stack = np.full((len(values), length, values[0].shape[1]), np.nan, dtype=np.float32)
+        for i, v in enumerate(values):
+            stack[i, :len(v)] = v
+        with warnings.catch_warnings():  # frames no subject covers stay NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            group.append(np.nanmean(stack, axis=0))
+        frames.append([0, length * samples["frame_stride"]])
+    return group, frames
+
+
+_GROUP_ARRAYS = ("t", "p", "q", "z", "p_fwer", "significant")
+
+
+def _save_group_arrays(out: Path, sanity: dict) -> None:
+    """The group tests' arrays (cells: time bin x region) in ``group.npz``; the JSON keeps
+    each test's summary (counts and settings)."""
+    arrays = {}
+    for null, entry in sanity["nulls"].items():
+        for name, result in entry.get("group", {}).items():
+            for field in _GROUP_ARRAYS:
+                arrays[f"{null}/{name}/{field}"] = np.asarray(getattr(result, field))
+            entry["group"][name] = result.summary()
+    with atomic_path(out / "group.npz") as tmp, open(tmp, "wb") as handle:
+        np.savez_compressed(handle, **arrays)
+
+
+def load_group_result(directory: Path, null: str, class_name: str, summary: dict):
+    """One group test written by :func:`explain_model`, as a ``GroupTestResult``."""
+    from .group import GroupTestResult
+
+    with np.load(Path(directory) / "group.npz") as data:
+        arrays = {f: data[f"{null}/{class_name}/{f}"] for f in _GROUP_ARRAYS}
+    settings = {k: summary[k] for k in ("n_subjects", "n_permutations", "exact", "tail", "alpha", "method")}
+    extra = {k: v for k, v in summary.items() if k == "normalise"}
+    return GroupTestResult(**arrays, **settings, extra=extra)
