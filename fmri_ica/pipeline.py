@@ -566,19 +566,24 @@ def project_stage(config: dict, ws: Workspace, keys: dict) -> None:
             continue
         shutil.rmtree(ws.maps_dir(name), ignore_errors=True)  # no maps of other settings or subjects
         atlas = atlas or _atlas_for_outputs(config, ws, keys)[0]
-        maps, meta = load_class_maps(ws.saliency_dir(name))
-        values = {c: _to_atlas_regions(np.asarray(m), meta["regions"], atlas)
-                  for c, m in zip(meta["classes"], maps, strict=True)}
-        paths = save_saliency_maps(
-            ws.maps_dir(name), values, atlas, t_r=meta["t_r"] / stride, stride=stride, model=name,
-            method=_method(config, name), frames=dict(zip(meta["classes"], meta["frames"], strict=True)),
-            space=atlas.space, prefix="group", n_bins=config["saliency"]["n_bins"],
-            extra={"aggregate": meta.get("aggregate"),
-                   "scaling": meta.get("scaling"), "subjects": meta.get("subjects")},
-        )
+        group = ws.saliency_dir(name)
+        paths = []
+        for prefix, directory in [("group", group)] + [(d.name, d) for d in sorted(group.glob("sub-*"))]:
+            maps, meta = load_class_maps(directory)
+            values = {c: _to_atlas_regions(np.asarray(m), meta["regions"], atlas)
+                      for c, m in zip(meta["classes"], maps, strict=True)}
+            paths += save_saliency_maps(
+                ws.maps_dir(name), values, atlas, t_r=meta["t_r"] / stride, stride=stride, model=name,
+                method=_method(config, name), frames=dict(zip(meta["classes"], meta["frames"], strict=True)),
+                space=atlas.space, prefix=prefix, n_bins=config["saliency"]["n_bins"],
+                extra={"aggregate": meta.get("aggregate"), "scaling": meta.get("scaling"),
+                       "subjects": meta.get("subjects")},
+            )
+            if prefix == "group":
+                group_values, group_meta = values, meta
         if name != "linear":
-            paths += _project_group_tests(config, ws, name, atlas, meta)
-        _score_localisation(config, ws, name, values, atlas)
+            paths += _project_group_tests(config, ws, name, atlas, group_meta)
+        _score_localisation(config, ws, name, group_values, atlas)
         _mark_done(ws, "project", key, name, files=[str(p) for p in paths])
 
 
@@ -865,7 +870,7 @@ def _ground_truth_for(config: dict, ws: Workspace) -> dict | None:
     atlas, _ = _atlas_for_outputs(config, ws, _stage_keys(config, ws))
     planted = planted_regions_for_atlas(config["data"]["root"], atlas)
     for task, entry in tasks.items():
-        entry["planted_names"] = planted.get(task, {}).get("names", [])
+        entry["planted_names"] = planted.get(task, {}).get("names") or []
     return truth
 
 

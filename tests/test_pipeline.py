@@ -19,7 +19,7 @@ TASKS = ["MOTOR", "WM"]
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("sim")
-    return simulate_hcp(root / "data", n_subjects=4, tasks=TASKS, frames=36, voxel_size=8.0,
+    return simulate_hcp(root / "data", n_subjects=6, tasks=TASKS, frames="hcp", voxel_size=8.0,
                         atlas="gm_kmeans", atlas_options={"n_regions": 24}, seed=1,
                         n_task_regions=2, n_shared_regions=1,
                         progress=False, n_jobs=1)
@@ -33,11 +33,13 @@ def run_dir(dataset, tmp_path_factory):
         "data": {"root": str(dataset.path), "layout": "hcp"},
         "atlas": {"name": "gm_kmeans", "options": {"n_regions": 24}},
         "parcellation": {"high_pass": None},
-        "samples": {"window": 24, "start": 2, "split": [0.5, 0.25, 0.25]},
+        "samples": {"window": 24, "step": 24, "start": 2},
+        "crossval": {"folds": 3},
         "models": {"ica-lstm": {"kind": "ica", "hidden_size": 4, "r": 2, "d_a": 4},
                    "lstm": {"kind": "lstm", "hidden_size": 4}},
-        "training": {"epochs": 2, "patience": 1},
+        "training": {"epochs": 2, "crops_per_run": 2},
         "saliency": {"n_bins": 2, "per_subject": True},
+        "sanity": {"n_untrained": 2, "n_boot": 50, "n_perm": 100},
         "report": {"surface": False, "animation": False},
     }
     (out / "config.yaml").write_text(yaml.safe_dump(config))
@@ -45,45 +47,80 @@ def run_dir(dataset, tmp_path_factory):
     return out / "result"
 
 
-def test_outputs_are_valid_nifti_on_the_data_grid(run_dir, dataset):
+def _sidecar(path):
+    return json.loads(path.with_name(path.name.replace(".nii.gz", ".json")).read_text())
+
+
+def test_outputs_are_valid_nifti_on_the_data_grid_in_run_time(run_dir, dataset):
     bold = nib.load(next(dataset.path.glob("*/MNINonLinear/Results/tfMRI_MOTOR_LR/tfMRI_MOTOR_LR.nii.gz")))
-    maps = sorted((run_dir / "maps" / "ica-lstm").glob("group_*_class-MOTOR_stat-saliency_bold.nii.gz"))
-    assert len(maps) == 1
-    img = nib.load(maps[0])
-    assert img.shape == (*bold.shape[:3], 24)
-    np.testing.assert_allclose(img.affine, bold.affine)
-    assert img.header.get_zooms()[3] == pytest.approx(0.72, abs=1e-5)
-    assert img.header.get_xyzt_units() == ("mm", "sec")
-    data = np.asarray(img.dataobj)
-    assert np.isfinite(data).all() and data.max() > 0
-    sidecar = json.loads(maps[0].with_name(maps[0].name.replace(".nii.gz", ".json")).read_text())
-    assert "ica-lstm" in json.dumps(sidecar) and "gradient" in json.dumps(sidecar)
+    for task, n_frames in (("MOTOR", 284), ("WM", 405)):  # each class its own run length
+        maps = sorted((run_dir / "maps" / "ica-lstm").glob(f"group_*_class-{task}_stat-saliency_bold.nii.gz"))
+        assert len(maps) == 1
+        img = nib.load(maps[0])
+        assert img.shape == (*bold.shape[:3], n_frames)
+        np.testing.assert_allclose(img.affine, bold.affine)
+        assert img.header.get_zooms()[3] == pytest.approx(0.72, abs=1e-5)
+        assert img.header.get_xyzt_units() == ("mm", "sec")
+        data = np.asarray(img.dataobj)
+        before = data[..., :2]  # frames before 'start': no window covers them
+        assert np.all(np.isnan(before) | (before == 0)) and np.isnan(before).any()
+        assert np.isfinite(data[..., 2:]).all() and np.nanmax(data) > 0
+        sidecar = _sidecar(maps[0])["Parameters"]
+        assert sidecar["Frames"] == [0, n_frames] and sidecar["UncoveredFrames"] == [[0, 2]]
+        assert "ica-lstm" in json.dumps(sidecar) and "gradient" in json.dumps(sidecar)
     for model in ("lstm", "linear"):
         assert len(list((run_dir / "maps" / model).glob("group_*_stat-saliencymean_statmap.nii.gz"))) == 2
-    test_subjects = json.loads((run_dir / "samples" / "splits.json").read_text())["test"]["subjects"]
+    subjects = sorted(s for fold in json.loads((run_dir / "samples" / "folds.json").read_text())["folds"]
+                      for s in fold["test"])
     per_subject = sorted((run_dir / "maps" / "ica-lstm").glob("sub-*_class-WM_stat-saliency_bold.nii.gz"))
-    assert [p.name.split("_")[0] for p in per_subject] == [f"sub-{s}" for s in test_subjects]
+    assert [p.name.split("_")[0] for p in per_subject] == [f"sub-{s}" for s in subjects]
     assert (run_dir / "models" / "ica-lstm" / "confusion_test.png").stat().st_size > 0
 
 
-def test_models_metrics_and_splits_are_written(run_dir):
-    splits = json.loads((run_dir / "samples" / "splits.json").read_text())
-    subjects = [set(s["subjects"]) for s in splits.values()]
-    assert sum(map(len, subjects)) == 4 and len(set.union(*subjects)) == 4
+def test_time_binned_maps_carry_the_bin_spacing(run_dir):
+    binned = next((run_dir / "maps" / "ica-lstm").glob("group_*_class-WM_timebins-2_stat-saliency_statmap.nii.gz"))
+    assert nib.load(binned).header.get_zooms()[3] == pytest.approx(405 / 2 * 0.72, rel=0.02)
+
+
+def test_group_tests_are_written_as_nifti_with_sidecars(run_dir):
+    folder = run_dir / "maps" / "ica-lstm" / "group-tests"
+    for null in ("untrained", "permuted"):
+        for task in TASKS:
+            z = next(folder.glob(f"group_task-{task}_*null-{null}_stat-z_saliency.nii.gz"))
+            assert np.isfinite(np.asarray(nib.load(z).dataobj)).all()
+            assert _sidecar(z)
+            assert next(folder.glob(f"group_task-{task}_*null-{null}_stat-z_thresh-fdr05_saliency.nii.gz"))
+
+
+def test_models_metrics_and_folds_are_written(run_dir):
+    folds = json.loads((run_dir / "samples" / "folds.json").read_text())["folds"]
+    tested = [s for fold in folds for s in fold["test"]]
+    assert len(tested) == 6 and len(set(tested)) == 6  # every subject tested exactly once
+    for fold in folds:
+        assert not set(fold["train"]) & (set(fold["val"]) | set(fold["test"]))
     for model in ("ica-lstm", "lstm"):
         evaluation = json.loads((run_dir / "models" / model / "evaluation.json").read_text())
         assert evaluation["classes"] == TASKS
-        assert 0 <= evaluation["test"]["accuracy"] <= 1
+        test = evaluation["test"]
+        assert 0 <= test["accuracy"] <= 1 and test["n_runs"] == 6 * 2 * 2
+        assert test["run_accuracy_ci"][0] <= test["accuracy"] <= test["run_accuracy_ci"][1]
+        assert 0 <= evaluation["permuted"]["accuracy"] <= 1
+        for k in range(3):
+            assert (run_dir / "models" / model / f"fold-{k}" / "trained" / "init" / "model.pt").is_file()
         metrics = json.loads((run_dir / "saliency" / model / "metrics.json").read_text())
         assert len(metrics["curve_mean"]) == 24
         assert np.isclose(sum(metrics["curve_mean"]), 1.0)
-        assert {"on_share", "on_share_mismatched", "removal", "planted_share"} <= set(metrics)
+        assert {"on_share", "on_share_mismatched", "removal", "planted_share", "sanity"} <= set(metrics)
+        sanity = metrics["sanity"]
+        assert sanity["n_subjects"] == 6
+        assert {"untrained", "permuted", "cascade-head", "cascade-rnn"} <= set(sanity["nulls"])
+        assert sanity["verdicts"]["untrained"]["differs"] in ("yes", "no", "inconclusive")
 
 
 def test_report_renders_with_every_model(run_dir):
     html = (run_dir / "report.html").read_text()
-    for text in ("When does each model look?", "ica-lstm", "lstm", "linear", "MOTOR", "WM",
-                 "planted (ground truth)"):
+    for text in ("ica-lstm", "lstm", "linear", "MOTOR", "WM", "planted (ground truth)",
+                 "Are these maps evidence?", "these maps differ from an untrained network&#x27;s"):
         assert text in html
     assert "http://" not in html.replace("http://www.w3.org", "")
 

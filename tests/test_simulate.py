@@ -375,6 +375,12 @@ def test_blobs_peak_at_each_subjects_jittered_centres(blobs):
         assert 0 < np.linalg.norm(centres[:3] - population, axis=1).mean() < 20  # jittered
         distance = np.linalg.norm(world[..., None, :] - centres, axis=-1).min(axis=-1)
         assert response[distance > 3 * 16].max() < 0.02 * response.max()  # nothing far away
+        # the response follows blobs (FWHM 16 mm) at the subject's centres, not the population's
+        to_population = np.linalg.norm(world[..., None, :] - np.array(
+            population.tolist() + truth["shared_centres_mm"]), axis=-1).min(axis=-1)
+        fit = [np.corrcoef(response[mask], np.exp(-d[mask] ** 2 / (2 * (16 / 2.3548) ** 2)))[0, 1]
+               for d in (distance, to_population)]
+        assert fit[0] > 0.9 and fit[0] > fit[1] + 0.1
         for centre in centres:
             to_centre = np.linalg.norm(world - centre, axis=-1)
             if (to_centre[mask] > 6).all():  # jittered out of the brain

@@ -527,8 +527,8 @@ def simulate_hcp(
     on top of the subject's HRF delay. The region noise becomes spatially smooth: per
     run 32 random Gaussian-smoothed fields (FWHM 12 mm), each with its own AR(1) course
     and drift, scaled to a voxel std of ``noise``; white voxel noise, the global signal
-    and motion are as in regions mode. A 4 mm HCP-length run costs ~0.5 s of compute
-    before compression.
+    and motion are as in regions mode. A 4 mm run of 405 frames takes ~0.45 s of
+    compute before compression (regions mode: ~0.3 s).
 
     Parameters
     ----------
@@ -554,16 +554,19 @@ def simulate_hcp(
     signal : float, default=3.0
         Mean plateau of the task response in planted regions (blobs mode: at the blob
         centres), in units of ``noise``; 0 gives a noise-only control with the same
-        designs and noise. With the defaults (24
-        subjects, 100 frames, subject splits 60/20/20), 3.0 is where both an LSTM and
-        input-cell attention learn the 7 tasks (test accuracy ~0.75 and ~0.95, a linear
-        model on the flattened windows 1.0); at 2.0 they reach ~0.55 and ~0.75. The
-        calibration study (EVALUATION.md) needed ~120 subjects at 1.0-1.5.
-        Blobs mode is much harder at the same ``signal``: the correlation of a region
-        time series near a planted centre with the task regressor, per run (4 mm grid,
-        HCP run lengths, defaults otherwise), is about {_BLOB_CALIBRATION}.
-        For the "realistic hard" level of ~0.2 per run take ``signal`` ~{_HARD}, for the
-        easier ~0.35 ~{_EASY}.
+        designs and noise. With the defaults (24 subjects, 100 frames, subject splits
+        60/20/20), 3.0 is where both an LSTM and input-cell attention learn the 7 tasks
+        (test accuracy ~0.75 and ~0.95, a linear model on the flattened windows 1.0);
+        at 2.0 they reach ~0.55 and ~0.75. The calibration study (EVALUATION.md) needed
+        ~120 subjects at 1.0-1.5. Blobs mode is much harder at the same ``signal``
+        (jitter, HRF variability, regions that miss the blobs). Measured per run on a
+        4 mm grid with HCP run lengths and the other defaults (2-3 subjects x 7 tasks x
+        2 runs, detrended), the correlation with the canonical task regressor of the
+        ``seitzman300`` regions whose centre lies within 10 mm of a planted centre is
+        0.08, 0.15, 0.22, 0.27, 0.32, 0.36 (+/- ~0.1 between runs) at ``signal`` 1, 2,
+        3, 4, 5, 6; that of 5 mm spheres at the population centres 0.14, 0.28, 0.39,
+        0.48, 0.55, 0.60; regions > 30 mm from any centre 0.00. So the default 3.0 is
+        the "realistic hard" level (~0.2 per run), and ~6 the easier one (~0.35).
     noise : float, default=1.0
         Standard deviation of a region's AR(1) noise, in percent of the baseline.
     motion : float, default=1.0
@@ -1276,7 +1279,7 @@ def planted_regions_for_atlas(
     ground_truth_dir: str | os.PathLike,
     atlas,
     *,
-    fraction: float = 0.5,
+    fraction: float = 0.2,
     include_shared: bool = False,
 ) -> dict[str, dict[str, list]]:
     """The regions of an analysis label atlas that a simulated task activates.
@@ -1297,8 +1300,14 @@ def planted_regions_for_atlas(
         A label atlas: an :class:`~fmri_ica.data.atlases.Atlas` (e.g. from
         :func:`~fmri_ica.data.atlases.load_atlas`), a 3D label image (0 = background),
         or a name / file for :func:`~fmri_ica.data.atlases.load_atlas`.
-    fraction : float, default=0.5
-        Threshold in (0, 1], relative to the task's peak (the maximum of its map).
+    fraction : float, default=0.2
+        Threshold in (0, 1], relative to the task's peak (the maximum of its map). A
+        region's mean is what its time series carries, and small blobs between sparse
+        regions leave little of it: with the blobs defaults (FWHM 12 mm, 10 centres per
+        task, 4 mm grid; the nearest ``seitzman300`` region centre lies a median 10 mm
+        from a blob centre) ``seitzman300`` gets 0-1 regions per task at 0.5, 2-7 at
+        0.2 and 5-15 at 0.1; the 200 larger ``gm_kmeans`` parcels 0-1 at 0.2 and 4-8 at
+        0.1. Lower it for coarse atlases; 0.5 suits regions-mode truth and big blobs.
     include_shared : bool, default=False
         Also count the blobs / regions that respond to every task. The default keeps
         what tells the tasks apart, as ``planted_names`` does in regions mode.

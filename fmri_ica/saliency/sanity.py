@@ -13,6 +13,7 @@ tests of trained against null across subjects (:mod:`fmri_ica.saliency.group`).
 from __future__ import annotations
 
 import logging
+import shutil
 import warnings
 from pathlib import Path
 
@@ -340,6 +341,17 @@ def _save(out: Path, per_subject: dict, curves: dict, test, metrics: dict, confi
             "to [0, 1] before averaging", subjects=sorted(maps),
             extra={"method": config["saliency"]["method"], "variant": variant},
         )
+    for stale in out.glob("sub-*"):  # from an earlier run with other subjects or settings
+        shutil.rmtree(stale)
+    if config["saliency"]["per_subject"]:
+        for subject, maps in per_subject["trained"].items():
+            group, frames = _group_mean({subject: maps}, test.classes, s)
+            write_class_maps(
+                out / f"sub-{subject}", group, classes=test.classes, regions=test.region_names,
+                t_r=test.t_r, frames=frames, aggregate="mean over the subject's runs of the mean over "
+                "windows covering each run frame", scaling="each window min-max scaled to [0, 1]",
+                subjects=[subject], extra={"method": config["saliency"]["method"], "variant": "trained"},
+            )
     with atomic_path(out / "curves.npz") as tmp, open(tmp, "wb") as handle:
         arrays = {}
         for variant, parts in curves.items():
