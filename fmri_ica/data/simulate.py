@@ -1178,12 +1178,7 @@ def _truth_header(params: dict, brain: _Brain, plan: dict) -> dict:
 
     shared = plan["shared"].tolist()
     return {
-        "simulator": "fmri_ica.data.simulate.simulate_hcp",
-        "parameters": params,
-        "seed": params["seed"],
-        "versions": package_versions(),
-        "t_r": params["t_r"],
-        "grid": {"shape": list(brain.mask.shape), "affine": brain.affine.tolist()},
+        **_truth_common(params, brain),
         "atlas": {
             **brain.atlas_info,
             "image": "ground_truth_atlas.nii.gz",
@@ -1231,8 +1226,8 @@ def _write_truth_images(out: Path, brain: _Brain, plan: dict, params: dict) -> N
     _save_masked(brain, maps, out / "ground_truth_amplitude.nii.gz")
 
 
-def _blob_truth_header(params: dict, brain: _Brain, plan: dict) -> dict:
-    shared = plan["shared"]
+def _truth_common(params: dict, brain: _Brain) -> dict:
+    """The ground truth's header fields of both activation modes, in their order."""
     return {
         "simulator": "fmri_ica.data.simulate.simulate_hcp",
         "parameters": params,
@@ -1240,6 +1235,13 @@ def _blob_truth_header(params: dict, brain: _Brain, plan: dict) -> dict:
         "versions": package_versions(),
         "t_r": params["t_r"],
         "grid": {"shape": list(brain.mask.shape), "affine": brain.affine.tolist()},
+    }
+
+
+def _blob_truth_header(params: dict, brain: _Brain, plan: dict) -> dict:
+    shared = plan["shared"]
+    return {
+        **_truth_common(params, brain),
         "activation": "blobs",
         "blob_fwhm_mm": params["blob_fwhm"],
         "activation_image": "ground_truth_activation.nii.gz",
