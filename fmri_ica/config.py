@@ -48,7 +48,7 @@ DEFAULTS: dict[str, Any] = {
         "frame_stride": 1,
         "split": [0.6, 0.2, 0.2],
     },
-    "crossval": {"folds": 5},
+    "crossval": {"folds": 5, "val_folds": None},
     "models": {
         "ica-lstm": {"kind": "ica", "hidden_size": 32, "r": 10, "d_a": 50, "embedding": "mean",
                      "dropout": 0.3},

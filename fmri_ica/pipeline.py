@@ -112,7 +112,7 @@ def _stage_keys(config: dict, ws: Workspace) -> dict[str, str]:
     keys = {"parcellate": config_hash(config["data"], config["atlas"], parcellation)}
     runs = (_marker(ws, "parcellate", keys["parcellate"]) or {}).get("outputs")
     keys["samples"] = config_hash(keys["parcellate"], runs, config["samples"], config["crossval"],
-                                  config["seed"])
+                                  val_folds(config), config["seed"])
     keys["train"] = config_hash(keys["samples"], training, config["seed"],
                                 config["sanity"]["permuted_labels"])
     keys["explain"] = config_hash(keys["train"], config["saliency"], config["sanity"])
@@ -280,7 +280,17 @@ def _make_folds(config: dict, samples) -> list[dict]:
     n_folds = config["crossval"]["folds"]
     if n_folds is None:
         return [split_by_subject(samples, config["samples"]["split"], seed=config["seed"])]
-    return subject_folds(samples.subjects, n_folds, seed=config["seed"])
+    return subject_folds(samples.subjects, n_folds, seed=config["seed"], n_val_folds=val_folds(config))
+
+
+def val_folds(config: dict) -> int:
+    """Subject groups held out for validation in each fold: by default one when the
+    validation set chooses the epoch (``selection: best``), none when it does not
+    (``selection: last``): on small cohorts every subject is needed for training."""
+    value = config["crossval"]["val_folds"]
+    if value is None:
+        return 1 if config["training"]["selection"] == "best" else 0
+    return value
 
 
 def n_folds(ws: Workspace) -> int:
@@ -360,14 +370,16 @@ def _train_fold(config: dict, ws: Workspace, name: str, k: int, key: str) -> Non
         return
     out = _fresh_model_dir(out, key)
     data = load_fold(ws, k)
-    train, val, test = data["train"], eval_windows(config, data["val"]), eval_windows(config, data["test"])
+    train, test = data["train"], eval_windows(config, data["test"])
+    # without validation subjects (selection: last) the per-epoch check runs on one window per
+    # training run: it shows the fit, and chooses nothing
+    val = eval_windows(config, data["val"]) if len(data["val"]) else _first_windows(config, train) or train
     logger.info("Training %s, fold %d/%d: %d training runs of %d subjects, testing %d subjects",
                 name, k + 1, n_folds(ws), len(train), len(set(train.subjects.tolist())),
                 len(set(test.subjects.tolist())))
     result = _fit(config, name, train, val, out / "trained")
     selection = config["training"]["selection"]
-    scores = {"test": _run_scores(out / "trained" / selection, test),
-              "val": _run_scores(out / "trained" / selection, val)}
+    scores = {"test": _run_scores(out / "trained" / selection, test)}
     record = {"model": name, "fold": k, "classes": train.classes, "best_epoch": result.best_epoch,
               "selected_epoch": result.selected_epoch, "early_best": bool(result.early_best),
               "test_subjects": sorted(set(test.subjects.tolist())), **scores}
