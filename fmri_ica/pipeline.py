@@ -708,12 +708,15 @@ def report_stage(config: dict, ws: Workspace, keys: dict) -> None:
     runs = SampleSet.load(ws.samples / "samples.npz")
     results = _draw_class_figures(config, ws, names, atlas, runs)
     _mark_planted(results, _ground_truth_for(config, ws))
-    models, curves = [], {}
+    models, curves, notes = [], {}, []
     for name in names:
         metrics = json.loads((ws.saliency_dir(name) / "metrics.json").read_text())
         linear = name == "linear"
         evaluation = (metrics["test"] if linear else
                       json.loads((ws.model_dir(name) / "evaluation.json").read_text()))
+        if not linear and evaluation.get("early_best_folds"):
+            notes.append(f"{name}: in fold(s) {evaluation['early_best_folds']} the kept weights are those "
+                         "of one of the first epochs: that model may be close to its initialisation.")
         localisation = ws.maps_dir(name) / "localisation.json"
         if localisation.is_file():
             metrics["localisation"] = json.loads(localisation.read_text())["mean"]
@@ -733,7 +736,7 @@ def report_stage(config: dict, ws: Workspace, keys: dict) -> None:
     ) if curves else None
     report = Report(
         title="fmri_ica report", summary=_summary_table(config, ws, runs, sidecar, atlas),
-        models=models, saliency_over_time=over_time, parameters=config,
+        models=models, saliency_over_time=over_time, parameters=config, notes=notes,
     )
     write_report(ws.report, report)
     logger.info("Report: %s", ws.report)

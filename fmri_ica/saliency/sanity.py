@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .._utils import atomic_path, write_json
+from ..exceptions import InputDataError
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +140,9 @@ def _removal(model, saliency, windows, seed: int) -> list:
     from .metrics import removal_test
 
     x, y = torch.from_numpy(windows.x), torch.from_numpy(windows.y)
-    return removal_test(model.cpu(), x, y, saliency, lengths=torch.from_numpy(windows.lengths), seed=seed)
+    # two fractions and one random draw each: the test costs a forward pass per row
+    return removal_test(model.cpu(), x, y, saliency, fractions=(0.1, 0.3), n_random=1,
+                        lengths=torch.from_numpy(windows.lengths), seed=seed)
 
 
 def _mean_rows(folds: list[list[dict]]) -> list[dict]:
@@ -297,8 +300,11 @@ def _verdicts(trained, binned, profiles, families, sanity, seed) -> dict:
             continue
         source = profiles if measure == "profile" else binned
         reference = profiles["trained"] if measure == "profile" else trained
-        verdicts[name] = sanity_verdict(reference, [source[m] for m in members], measure=measure,
-                                        n_boot=sanity["n_boot"], seed=seed)
+        try:
+            verdicts[name] = sanity_verdict(reference, [source[m] for m in members], measure=measure,
+                                            n_boot=sanity["n_boot"], seed=seed)
+        except InputDataError as error:  # e.g. too few subjects for a split-half reliability
+            verdicts[name] = {"differs": "inconclusive", "reason": str(error), "measure": measure}
     return verdicts
 
 
