@@ -1,7 +1,7 @@
 """Run benchmarks that print tables of measured figures.
 
   fmri-ica benchmark synthetic --profile quick|paper|strong --out DIR
-  fmri-ica benchmark fmri --out DIR [--snr 0.5 1 2] [--subjects 10 16] [--seeds 0 1 2]
+  fmri-ica benchmark fmri --out DIR [--snr 4 6 8] [--subjects 10 16] [--seeds 0 1 2]
 
 'fmri' sweeps simulated fMRI whose activations do not follow the analysis atlas (blobs at
 MNI coordinates, jittered per subject, real HCP run lengths) over SNR x cohort size x seed,
@@ -65,12 +65,12 @@ def _add_fmri(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     fmri.add_argument("--out", required=True, help="output folder")
-    fmri.add_argument("--snr", nargs="+", type=float, default=[0.5, 1.0, 2.0],
-                      help="simulated signal levels (peak blob amplitude / noise std); default 0.5 1 2")
+    fmri.add_argument("--snr", nargs="+", type=float, default=[4.0, 6.0, 8.0],
+                      help="simulated signal levels (peak blob amplitude / noise std); default 4 6 8")
     fmri.add_argument("--subjects", nargs="+", type=int, default=[10, 16],
                       help="cohort sizes; default 10 16")
     fmri.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="default 0 1 2")
-    fmri.add_argument("--voxel-size", type=float, default=4.0, help="simulation grid (mm); default 4")
+    fmri.add_argument("--voxel-size", type=float, default=5.0, help="simulation grid (mm); default 5")
     fmri.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                       help="pipeline setting, e.g. --set training.epochs=20 (repeatable)")
     fmri.add_argument("--drop-data", action="store_true",
