@@ -6,6 +6,10 @@
 # Large data sets: parcellate first as a job array with the same config (each task takes
 # every N-th run; finished runs are skipped), then submit this job, which finds them done:
 #   sbatch --array=0-19 --wrap "fmri-ica run config.yaml --stage parcellate --shard auto"
+# Cross-validation folds can train as an array too, once the samples stage has run (one fold
+# per task; this job then finds them done, pools them and explains):
+#   fmri-ica run config.yaml --stage parcellate --stage samples
+#   sbatch --array=0-4 --gres=gpu:1 --wrap "fmri-ica train config.yaml --fold auto"
 #
 # Training checkpoints every epoch. Before preemption or the time limit SLURM sends SIGTERM
 # (--signal below); training saves its exact state and exits with status 143, and this
