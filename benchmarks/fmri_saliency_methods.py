@@ -1,7 +1,7 @@
 """Score every attribution method on a finished pipeline run with a known ground truth.
 
-Loads the trained models and the held-out samples of an output folder (e.g. the demo's),
-computes saliency with each method, and prints, per model and method: accuracy, the share
+Loads the trained models of one cross-validation fold (``--fold``, default 0) and that fold's
+held-out windows of an output folder (e.g. the demo's), computes saliency with each method, and prints, per model and method: accuracy, the share
 of the top-k cells in the last 10% of steps, the task-ON share (with the mismatched
 baseline), the share of the top-k cells in planted regions and region-level precision at
 the number of planted regions (class-mean maps), with chance levels, plus the seconds each
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from fmri_ica.config import load_config
-from fmri_ica.pipeline import Workspace, load_splits
+from fmri_ica.pipeline import Workspace, eval_windows, load_fold
 from fmri_ica.saliency import attribute
 from fmri_ica.saliency.scoring import saliency_metrics
 from fmri_ica.training import load_model
@@ -34,6 +34,7 @@ def main() -> None:
     parser.add_argument("output", type=Path, help="a pipeline output folder with ground truth")
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
     parser.add_argument("--top-k", type=float, default=0.1)
+    parser.add_argument("--fold", type=int, default=0, help="cross-validation fold; default 0")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -41,17 +42,18 @@ def main() -> None:
     config = json.loads((args.output / "config.json").read_text())["config"]
     config = load_config(None, config)
     ws = Workspace(args.output.resolve())
-    test = load_splits(ws)["test"]
+    test = eval_windows(config, load_fold(ws, args.fold)["test"])
     truth_path = Path(config["data"]["root"]) / "ground_truth.json"
     truth = json.loads(truth_path.read_text())
     x, y, lengths = (torch.from_numpy(a) for a in (test.x, test.y, test.lengths))
 
-    print("| model | method | test acc | last-10% mass | ON share (mismatched, chance) "
+    print("| model | method | test window acc | last-10% mass | ON share (mismatched, chance) "
           "| planted share (chance) | region precision (chance) | seconds |")
     print("|---|---|---|---|---|---|---|---|")
     for name in config["models"]:
-        model = load_model(ws.model_dir(name) / "best")
-        accuracy = json.loads((ws.model_dir(name) / "evaluation.json").read_text())["test"]["accuracy"]
+        fold = ws.fold_dir(name, args.fold)
+        model = load_model(fold / "trained" / config["training"]["selection"])
+        accuracy = json.loads((fold / "evaluation.json").read_text())["test"]["window_accuracy"]
         for method in args.methods:
             start = time.perf_counter()
             sal = attribute(model, x, target=y, method=method, lengths=lengths)
