@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._utils import package_versions, seed_everything, write_json
+from ._utils import check_option, package_versions, seed_everything, write_json
 from .config import config_hash
 from .exceptions import InputDataError, InvalidParameterError
 from .saliency.scoring import planted_region_metrics
@@ -244,6 +244,7 @@ def samples_stage(config: dict, ws: Workspace, keys: dict) -> None:
     if _is_done(ws, "samples", key, output=ws.samples / "samples.npz"):
         return
     options = config["samples"]
+    check_option("samples.mode", options["mode"], ("runs", "windows"))
     runs_mode = options["mode"] == "runs"
     if runs_mode and options["label"] != "task":
         raise InvalidParameterError(
@@ -288,8 +289,13 @@ def val_folds(config: dict) -> int:
     validation set chooses the epoch (``selection: best``), none when it does not
     (``selection: last``): on small cohorts every subject is needed for training."""
     value = config["crossval"]["val_folds"]
+    best = config["training"]["selection"] == "best"
     if value is None:
-        return 1 if config["training"]["selection"] == "best" else 0
+        return 1 if best else 0
+    if best and not value:
+        raise InvalidParameterError(
+            "training.selection 'best' chooses the epoch on validation subjects, but "
+            "crossval.val_folds is 0: set crossval.val_folds to 1 (or more), or use selection 'last'.")
     return value
 
 
@@ -531,7 +537,8 @@ def _explain_linear(config: dict, ws: Workspace) -> dict:
     s = config["samples"]
     frames = [s["start"], s["start"] + class_maps.shape[1] * s["frame_stride"]]
     write_class_maps(out, list(class_maps), classes=classes, regions=regions, t_r=test.t_r,
-                     frames=[frames] * len(classes), aggregate="mean over folds of |weights|",
+                     frames=[frames] * len(classes), frame_stride=s["frame_stride"],
+                     aggregate="mean over folds of |weights| (one run-aligned window)",
                      scaling="none", subjects=sorted(set(pooled_subjects(pooled))))
     write_json(out / "metrics.json", metrics)
     logger.info("linear reference: run accuracy %.3f [%.3f, %.3f]", pooled["accuracy"],
@@ -554,7 +561,12 @@ def _first_windows(config: dict, samples):
         out.x, out.task_on = out.x[:, :window], out.task_on[:, :window]
         out.lengths = np.full(len(out), window, dtype=np.int64)
         return out
-    return samples if len(set(samples.lengths.tolist())) == 1 else None
+    if len(set(samples.lengths.tolist())) > 1:
+        return None
+    first = {}  # each run's earliest window
+    for i in np.argsort(samples.starts, kind="stable"):
+        first.setdefault(str(samples.runs[i]), i)
+    return samples.subset(sorted(first.values()))
 
 
 def load_class_maps(directory: Path) -> tuple[list, dict]:
@@ -784,6 +796,7 @@ def _draw_class_figures(config: dict, ws: Workspace, names: list[str], atlas, ru
     from .reporting.report import class_figures
 
     options, stride = config["report"], config["samples"]["frame_stride"]
+    lead = config["samples"]["start"] // stride if config["samples"]["mode"] == "runs" else 0
     primary = next(iter(config["models"]), None)
     jobs = []
     for name in names:
@@ -794,7 +807,8 @@ def _draw_class_figures(config: dict, ws: Workspace, names: list[str], atlas, ru
             detailed = name == primary
             jobs.append((name, delayed(class_figures)(
                 ws.figures / name, values[c], atlas, t_r=runs.t_r / stride, model=name,
-                class_name=class_name, stride=stride, task_on=_class_task_on(runs, c, len(values[c])),
+                class_name=class_name, stride=stride,
+                task_on=_class_task_on(runs, c, len(values[c]), 0 if name == "linear" else lead),
                 n_bins=config["saliency"]["n_bins"], surface=options["surface"] and detailed,
                 animation=options["animation"] and detailed, interactive=detailed, vmax=vmax,
             )))
@@ -807,11 +821,12 @@ def _draw_class_figures(config: dict, ws: Workspace, names: list[str], atlas, ru
     return results
 
 
-def _class_task_on(runs, c: int, n_steps: int):
-    """Task-ON time steps of a class in run time: ON in most of its runs."""
+def _class_task_on(runs, c: int, n_steps: int, lead: int = 0):
+    """Task-ON time steps of a class in run time (ON in most of its runs); ``lead`` steps
+    before the first kept frame (``samples.start``) are not ON."""
     if not np.any(runs.y == c):
         return None
-    on = runs.task_on[runs.y == c].mean(axis=0) > 0.5
+    on = np.concatenate([np.zeros(lead, bool), runs.task_on[runs.y == c].mean(axis=0) > 0.5])
     return np.pad(on, (0, max(0, n_steps - on.size)))[:n_steps]
 
 
@@ -844,10 +859,11 @@ def _summary_table(config: dict, ws: Workspace, runs, sidecar: dict, atlas) -> d
                   "that did not train on it" if config["crossval"]["folds"] else
                   "one subject split (train / val / test subjects: {})".format(
                       " / ".join(str(len(folds[0][k])) for k in ("train", "val", "test"))))
+    step = samples["step"] or samples["window"]
     training = (f"random {samples['window']}-step crops of whole runs, {t['crops_per_run']} per run "
-                f"per epoch; tested on windows every {samples['step']} steps, a run predicted by "
+                f"per epoch; tested on windows every {step} steps, a run predicted by "
                 "its windows' mean log-probability" if samples["mode"] == "runs" else
-                f"fixed windows of {samples['window']} steps")
+                f"windows of {samples['window']} steps" + (f" every {samples['step']} steps" if samples["step"] else ""))
     return {
         "Data": f"{config['data']['root']} ({sidecar.get('layout', config['data']['layout'])} layout)",
         "Evaluation": evaluation,

@@ -105,7 +105,7 @@ class ModelResult:
         Scores of the same recipe trained on subject-wise permuted labels (a null model):
         ``accuracy`` and ``run_accuracy_ci``.
     group_figure : figure, optional
-        Glass brains of the group test of trained against untrained saliency.
+        Glass brains of the group test of trained against the permuted-label model's saliency.
     """
 
     name: str
@@ -400,7 +400,7 @@ def _overview_section(report: Report) -> str:
             rows,
             cols,
             cls="wide",
-            caption="Held-out subjects (every subject tested once across folds); accuracy per run "
+            caption="Held-out subjects (with cross-validation every subject is tested once); accuracy per run "
             "with a 95% bootstrap interval over subjects. Saliency is interpretable when balanced "
             "accuracy ≥ chance + half the distance to 1 and the maps differ from the null models'. "
             "The permuted-label null is the same recipe trained on labels shuffled within each "
@@ -518,7 +518,7 @@ def _accuracy_block(model: ModelResult) -> str:
         f"<p>Accuracy <b>{_fmt(ev.get('accuracy'))}</b>, balanced accuracy "
         f"<b>{_fmt(ev.get('balanced_accuracy'))}</b>"
         + (f", chance {_fmt(1 / len(model.class_names))}" if model.class_names else "")
-        + (f", {ev['n']} test samples" if ev.get("n") else "")
+        + (f", {ev['n_runs']} test runs" if ev.get("n_runs") else f", {ev['n']} test samples" if ev.get("n") else "")
         + ".</p>"
     )
     rows = []

@@ -90,7 +90,8 @@ def _variants(fold_dir: Path, sanity: dict, selection: str, seed: int) -> dict:
     if sanity["permuted_labels"] and (fold_dir / "permuted" / selection).is_dir():
         models["permuted"] = load_model(fold_dir / "permuted" / selection)
     if sanity["cascading"]:
-        for layer, model in cascading_randomization(trained, seed=seed):
+        # a seed of its own: the model's own seed would redraw its initial weights
+        for layer, model in cascading_randomization(trained, seed=seed + 7919):
             models[f"cascade-{layer}"] = model
     return models
 
@@ -114,7 +115,7 @@ def _curves(saliency: np.ndarray, windows) -> dict:
     from .metrics import saliency_over_time
 
     return {"curves": saliency_over_time(saliency, lengths=windows.lengths).astype(np.float32),
-            "subjects": windows.subjects.astype(str), "y": windows.y}
+            "subjects": windows.subjects.astype(str), "y": windows.y, "lengths": windows.lengths}
 
 
 def _add_subject_maps(maps: dict, saliency: np.ndarray, windows, config: dict) -> None:
@@ -198,16 +199,30 @@ def _binned(per_subject: dict, classes: list[str], n_bins: int):
 
     subjects = sorted(per_subject)
     regions = next(iter(next(iter(per_subject.values())).values())).shape[1]
+    lengths = _class_lengths(per_subject, classes)
     out = np.full((len(subjects), len(classes), n_bins, regions), np.nan)
-    for i, subject in enumerate(subjects):
-        for c, name in enumerate(classes):
+    for c, name in enumerate(classes):
+        if not lengths[name]:
+            continue
+        # one set of bins per class, in run frames, whatever the subject's own run length
+        edges = time_bin_edges(lengths[name], min(n_bins, lengths[name]))
+        for i, subject in enumerate(subjects):
             values = per_subject[subject].get(name)
             if values is None:
                 continue
-            edges = time_bin_edges(len(values), min(n_bins, len(values)))
-            for b, (lo, hi) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
-                out[i, c, b] = np.nanmean(values[lo:hi], axis=0)
+            padded = np.full((lengths[name], regions), np.nan)
+            padded[:len(values)] = values
+            with warnings.catch_warnings():  # a bin a subject does not reach stays NaN
+                warnings.simplefilter("ignore", RuntimeWarning)
+                for b, (lo, hi) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
+                    out[i, c, b] = np.nanmean(padded[lo:hi], axis=0)
     return out, subjects
+
+
+def _class_lengths(per_subject: dict, classes: list[str]) -> dict[str, int]:
+    """Each class's map length: its longest run among all subjects (0 if none has it)."""
+    return {name: max((len(m[name]) for m in per_subject.values() if name in m), default=0)
+            for name in classes}
 
 
 def _subject_profiles(curves: list[dict], subjects: list[str]) -> np.ndarray:
@@ -277,7 +292,8 @@ def _last_mass(curves: dict, families: dict) -> dict:
     def mass(parts):
         width = _width(parts)
         stacked = np.concatenate([_pad_to(p["curves"], width) for p in parts])
-        return float(np.mean(mass_in_last(stacked[:, :, None], 0.1)))
+        lengths = np.concatenate([p["lengths"] for p in parts])
+        return float(np.mean(mass_in_last(stacked[:, :, None], 0.1, lengths=lengths)))
 
     out = {"trained": mass(curves["trained"])}
     for family, members in families.items():
@@ -337,12 +353,15 @@ def _save(out: Path, per_subject: dict, curves: dict, test, metrics: dict, confi
 
     out = Path(out)
     s = config["samples"]
+    lengths = _class_lengths(per_subject["trained"], test.classes)
+    n_regions = len(test.region_names)
+    shutil.rmtree(out / "nulls", ignore_errors=True)  # nulls an earlier configuration asked for
     for variant, maps in _family_maps(per_subject).items():
-        group, frames = _group_mean(maps, test.classes, s)
+        group, frames = _group_mean(maps, test.classes, s, lengths, n_regions)
         directory = out if variant == "trained" else out / "nulls" / variant
         write_class_maps(
             directory, group, classes=test.classes, regions=test.region_names, t_r=test.t_r,
-            frames=frames, aggregate="mean over subjects of the per-subject mean over runs of "
+            frames=frames, frame_stride=s["frame_stride"], aggregate="mean over subjects of the per-subject mean over runs of "
             "the mean over windows covering each run frame", scaling="each window min-max scaled "
             "to [0, 1] before averaging", subjects=sorted(maps),
             extra={"method": config["saliency"]["method"], "variant": variant},
@@ -351,10 +370,10 @@ def _save(out: Path, per_subject: dict, curves: dict, test, metrics: dict, confi
         shutil.rmtree(stale)
     if config["saliency"]["per_subject"]:
         for subject, maps in per_subject["trained"].items():
-            group, frames = _group_mean({subject: maps}, test.classes, s)
+            group, frames = _group_mean({subject: maps}, test.classes, s, lengths, n_regions)
             write_class_maps(
                 out / f"sub-{subject}", group, classes=test.classes, regions=test.region_names,
-                t_r=test.t_r, frames=frames, aggregate="mean over the subject's runs of the mean over "
+                t_r=test.t_r, frames=frames, frame_stride=s["frame_stride"], aggregate="mean over the subject's runs of the mean over "
                 "windows covering each run frame", scaling="each window min-max scaled to [0, 1]",
                 subjects=[subject], extra={"method": config["saliency"]["method"], "variant": "trained"},
             )
@@ -385,19 +404,21 @@ def _family_maps(per_subject: dict) -> dict:
     return out
 
 
-def _group_mean(maps: dict, classes: list[str], samples: dict) -> tuple[list, list]:
-    """Per class the mean over subjects (NaN-aware, each class its own length) and its frames."""
+def _group_mean(maps: dict, classes: list[str], samples: dict, lengths: dict, n_regions: int):
+    """Per class the mean over subjects (NaN-aware; each class its own length, ``lengths``;
+    all NaN where no subject has the class) and its run frames."""
+    stride = samples["frame_stride"]
+    offset = samples["start"] % stride  # row r of a run-time map is frame offset + r * stride
     group, frames = [], []
     for name in classes:
-        values = [m[name] for m in maps.values() if name in m]
-        length = max(len(v) for v in values)
-        stack = np.full((len(values), length, values[0].shape[1]), np.nan, dtype=np.float32)
-        for i, v in enumerate(values):
-            stack[i, :len(v)] = v
+        stack = np.full((max(1, len(maps)), max(lengths[name], 1), n_regions), np.nan, dtype=np.float32)
+        for i, m in enumerate(maps.values()):
+            if name in m:
+                stack[i, :len(m[name])] = m[name]
         with warnings.catch_warnings():  # frames no subject covers stay NaN
             warnings.simplefilter("ignore", RuntimeWarning)
             group.append(np.nanmean(stack, axis=0))
-        frames.append([0, length * samples["frame_stride"]])
+        frames.append([offset, offset + len(group[-1]) * stride])
     return group, frames
 
 

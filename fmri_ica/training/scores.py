@@ -29,11 +29,12 @@ def run_level_scores(model, windows, *, batch_size: int = 256, device=None) -> d
     window_pred = log_p.argmax(axis=1)
     n_classes = len(windows.classes)
     runs = []
-    for run in dict.fromkeys(windows.runs.tolist()):  # first-seen order
-        index = np.flatnonzero(windows.runs == run)
+    # a "run" is a run's windows of one label (condition labels: several per run)
+    for run, label in dict.fromkeys(zip(windows.runs.tolist(), windows.y.tolist(), strict=True)):
+        index = np.flatnonzero((windows.runs == run) & (windows.y == label))
         mean = log_p[index].mean(axis=0)
         runs.append({"run": run, "subject": str(windows.subjects[index[0]]),
-                     "label": int(windows.y[index[0]]), "pred": int(mean.argmax()),
+                     "label": int(label), "pred": int(mean.argmax()),
                      "log_prob": np.round(mean, 6).tolist()})
     window_scores = scores_from_predictions(windows.y, window_pred, n_classes)
     return {
