@@ -20,11 +20,13 @@ import logging
 import time
 from pathlib import Path
 
+import numpy as np
+
 from .._utils import package_versions, write_json, write_text
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SWEEP", "format_table", "run_fmri_benchmark"]
+__all__ = ["SWEEP", "format_summary", "format_table", "run_fmri_benchmark"]
 
 #: The sweep's pipeline settings on top of the defaults (fmri_ica.config.DEFAULTS).
 SWEEP = {
@@ -81,7 +83,7 @@ def run_fmri_benchmark(out, *, snr=(4.0, 6.0, 8.0), n_subjects=(10, 16), seeds=(
             summary = _cell(out, name, base, level, n, max(n_subjects), seed, voxel_size)
             rows += summary["rows"]
             write_json(out / "results.json", {"rows": rows, "settings": base, "versions": package_versions()})
-            write_text(out / "table.md", format_table(rows))
+            write_text(out / "table.md", format_table(rows) + "\n" + format_summary(rows))
             data = out / "data" / f"snr-{level:g}_seed-{seed}"
         if data is not None and not keep_data:
             shutil.rmtree(data, ignore_errors=True)
@@ -183,6 +185,52 @@ def format_table(rows: list[dict]) -> str:
             f"{_f(r.get('region_precision'))} ({_f(r.get('region_precision_chance'))})",
         ]) + " |")
     return header + "\n".join(lines) + "\n"
+
+
+def format_summary(rows: list[dict]) -> str:
+    """A Markdown table over seeds: per SNR, cohort size and model, the mean (min-max) of the
+    run accuracy, the permuted-label null's, the last-10% mass of trained and untrained, the
+    voxel localisation share of trained and untrained maps, and how many seeds said the maps
+    (and time profiles) differ from the untrained networks'."""
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault((r["snr"], r["n_subjects"], r["model"]), []).append(r)
+    header = ("| SNR | subjects | model | seeds | run accuracy | permuted-label null | last-10% mass "
+              "trained / untrained | top-5% voxels near a centre: trained / untrained (chance) "
+              "| maps differ from untrained (yes/no/inc.) | time profile differs |\n"
+              "|---|---|---|---|---|---|---|---|---|---|\n")
+    lines = []
+    for (snr, n, model), group in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
+        def values(get):
+            return [v for v in (get(r) for r in group) if v is not None]
+
+        loc = values(lambda r: (r.get("localisation") or {}).get("share"))
+        null_loc = values(lambda r: ((r.get("localisation_nulls") or {}).get("untrained") or {}).get("share"))
+        chance = values(lambda r: (r.get("localisation") or {}).get("chance"))
+        lines.append("| " + " | ".join([
+            f"{snr:g}", str(n), model, str(len(group)),
+            _spread(values(lambda r: r["accuracy"])), _spread(values(lambda r: r.get("permuted_accuracy"))),
+            f"{_spread(values(lambda r: (r.get('last10') or {}).get('trained')))} / "
+            f"{_spread(values(lambda r: (r.get('last10') or {}).get('untrained')))}" if model != "linear" else "—",
+            f"{_spread(loc)} / {_spread(null_loc)} ({_spread(chance)})" if loc else "—",
+            _count(values(lambda r: (r.get("verdicts") or {}).get("untrained"))),
+            _count(values(lambda r: (r.get("verdicts") or {}).get("untrained_profile"))),
+        ]) + " |")
+    return header + "\n".join(lines) + "\n"
+
+
+def _spread(values: list) -> str:
+    if not values:
+        return "—"
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{np.mean(values):.2f} ({min(values):.2f}-{max(values):.2f})"
+
+
+def _count(words: list) -> str:
+    if not words:
+        return "—"
+    return "/".join(str(words.count(w)) for w in ("yes", "no", "inconclusive"))
 
 
 def _f(value, digits: int = 3) -> str:
