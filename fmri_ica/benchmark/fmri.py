@@ -201,7 +201,7 @@ def format_summary(rows: list[dict]) -> str:
               "|---|---|---|---|---|---|---|---|---|---|\n")
     lines = []
     for (snr, n, model), group in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
-        def values(get):
+        def values(get, group=group):
             return [v for v in (get(r) for r in group) if v is not None]
 
         loc = values(lambda r: (r.get("localisation") or {}).get("share"))
