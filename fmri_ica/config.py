@@ -55,7 +55,7 @@ DEFAULTS: dict[str, Any] = {
         "lstm": {"kind": "lstm", "hidden_size": 32, "dropout": 0.3},
     },
     "training": {
-        "epochs": 40,
+        "epochs": 30,
         "lr": 1e-3,
         "batch_size": 32,
         "patience": None,

@@ -14,7 +14,7 @@ Example config (YAML; TOML works the same):
     models:
       ica-lstm: {kind: ica, hidden_size: 32, r: 10, d_a: 50, dropout: 0.3}
       lstm: {kind: lstm, hidden_size: 32, dropout: 0.3}
-    training: {epochs: 40, weight_decay: 0.01, crops_per_run: 4, selection: last}
+    training: {epochs: 30, weight_decay: 0.01, crops_per_run: 4, selection: last}
     saliency: {method: gradient, top_k: 0.1}
     sanity: {untrained: true, cascading: true, permuted_labels: true}
 
