@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .._utils import package_versions, write_json, write_text
+from ..exceptions import InvalidParameterError
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ _STAGES = ("parcellate", "samples", "train", "explain", "project")
 
 def run_fmri_benchmark(out, *, snr=(4.0, 6.0, 8.0), n_subjects=(10, 16), seeds=(0, 1, 2),
                        voxel_size: float = 5.0, overrides: dict | None = None,
-                       keep_data: bool = True) -> list[dict]:
+                       models: list[str] | None = None, keep_data: bool = True) -> list[dict]:
     """Run (or resume) every cell of the sweep; return one summary row per cell and model.
 
     For each SNR and seed one data set of ``max(n_subjects)`` subjects is simulated; the
@@ -64,6 +65,8 @@ def run_fmri_benchmark(out, *, snr=(4.0, 6.0, 8.0), n_subjects=(10, 16), seeds=(
         Grid of the simulated images (mm).
     overrides : dict, optional
         Pipeline settings on top of :data:`SWEEP` (e.g. ``{"training": {"epochs": 20}}``).
+    models : list of str, optional
+        Keep only these of the configured models (the linear reference always runs).
     keep_data : bool, default=True
         Keep the simulated images (False deletes them once all cohorts are summarised).
     """
@@ -73,6 +76,11 @@ def run_fmri_benchmark(out, *, snr=(4.0, 6.0, 8.0), n_subjects=(10, 16), seeds=(
 
     out = Path(out)
     base = merge_config(load_config(None, SWEEP), overrides or {}, replace_free_form=False)
+    if models:
+        unknown = sorted(set(models) - set(base["models"]))
+        if unknown:
+            raise InvalidParameterError(f"Unknown model(s) {unknown}; configured: {sorted(base['models'])}.")
+        base["models"] = {name: spec for name, spec in base["models"].items() if name in models}
     rows = []
     groups = list(itertools.product(snr, seeds))
     for i, (level, seed) in enumerate(groups):

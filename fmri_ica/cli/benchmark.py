@@ -73,6 +73,8 @@ def _add_fmri(sub) -> None:
     fmri.add_argument("--voxel-size", type=float, default=5.0, help="simulation grid (mm); default 5")
     fmri.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                       help="pipeline setting, e.g. --set training.epochs=20 (repeatable)")
+    fmri.add_argument("--models", nargs="+", metavar="NAME",
+                      help="keep only these of the configured models (default: all: ica-lstm lstm)")
     fmri.add_argument("--drop-data", action="store_true",
                       help="delete each cell's simulated images once it is summarised")
 
@@ -83,7 +85,7 @@ def _run_fmri(args: argparse.Namespace) -> int:
 
     rows = run_fmri_benchmark(args.out, snr=args.snr, n_subjects=args.subjects, seeds=args.seeds,
                               voxel_size=args.voxel_size, overrides=parse_set_options(args.set),
-                              keep_data=not args.drop_data)
+                              models=args.models, keep_data=not args.drop_data)
     print(format_table(rows), end="")
     return 0
 
