@@ -2,9 +2,12 @@
 
 Simulates task fMRI for the 7 HCP tasks with known ground truth (which regions respond
 to which task, and when), parcellates it, trains the input-cell attention LSTM and a plain
-LSTM, computes their saliency on held-out subjects, projects it onto the brain as 4D NIfTI
-maps across time, and writes an HTML report. About 3 minutes on 2 CPU cores; re-running
-skips finished work.
+LSTM with 3-fold subject-grouped cross-validation (and each beside a copy trained on
+permuted labels), computes their saliency and their null models' on held-out subjects,
+projects it onto the brain as 4D NIfTI maps across time, and writes an HTML report. About 5
+minutes on 2 CPU cores; re-running skips finished work. The demo's data plant the signal in
+the parcels of the analysis atlas at high SNR: an easy case. `fmri-ica benchmark fmri` tests
+harder ones.
 
 Examples:
     fmri-ica demo
@@ -27,8 +30,8 @@ DEMO = {
                      "dropout": 0.3},
         "lstm": {"kind": "lstm", "hidden_size": 32, "dropout": 0.3},
     },
-    "training": {"epochs": 25, "batch_size": 32},
-    "sanity": {"n_perm": 2000},
+    "training": {"epochs": 20, "batch_size": 32, "crops_per_run": 3},
+    "sanity": {"n_untrained": 3, "n_perm": 2000},
 }
 QUICK = {
     "training": {"epochs": 3},
