@@ -63,3 +63,14 @@ def test_accuracy_gate_is_halfway_from_chance():
     assert accuracy_gate({"balanced_accuracy": 0.6}, list("ABCD"))["reliable"] is False
     gate = accuracy_gate({"balanced_accuracy": 0.63}, list("ABCD"))
     assert gate["reliable"] and gate["reliability_threshold"] == pytest.approx(0.625)
+
+
+def test_region_precision_skips_classes_without_planted_regions():
+    from fmri_ica.saliency.scoring import planted_region_metrics
+
+    truth = {"tasks": {"A": {"planted_names": ["r0", "r1"]}, "B": {"planted_names": []}}}
+    maps = np.zeros((2, 3, 4))
+    maps[0, :, :2] = 1.0  # class A's map peaks on its planted regions
+    metrics = planted_region_metrics(maps, ["A", "B"], ["r0", "r1", "r2", "r3"], truth)
+    assert metrics["region_precision"] == {"mean": 1.0, "A": 1.0}
+    assert metrics["region_precision_chance"] == 0.5

@@ -114,6 +114,8 @@ def planted_region_metrics(class_maps: np.ndarray, classes, regions, ground_trut
     per_class = {}
     for c, task in enumerate(classes):
         k = int(planted[c].sum())
-        per_class[task] = float(region_precision_at_k(class_maps[c:c + 1], planted[c], k)[0])
+        if k:  # an activation can miss every region of a sparse atlas: nothing to score then
+            per_class[task] = float(region_precision_at_k(class_maps[c:c + 1], planted[c], k)[0])
+    scored = [c for c, task in enumerate(classes) if task in per_class]
     return {"region_precision": {"mean": float(np.mean(list(per_class.values()))), **per_class},
-            "region_precision_chance": float(planted.sum(axis=1).mean() / len(regions))}
+            "region_precision_chance": float(planted[scored].sum(axis=1).mean() / len(regions))}
