@@ -30,8 +30,9 @@ DEMO = {
                      "dropout": 0.3},
         "lstm": {"kind": "lstm", "hidden_size": 32, "dropout": 0.3},
     },
-    "training": {"epochs": 20, "batch_size": 32, "crops_per_run": 3},
+    "training": {"epochs": 16, "batch_size": 32, "crops_per_run": 3},
     "sanity": {"n_untrained": 3, "n_perm": 2000},
+    "report": {"animation": False},  # the GIFs cost a minute; 'fmri-ica report' can add them
 }
 QUICK = {
     "training": {"epochs": 3},
