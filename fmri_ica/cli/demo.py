@@ -32,7 +32,7 @@ DEMO = {
     },
     "training": {"epochs": 16, "batch_size": 32, "crops_per_run": 3},
     "sanity": {"n_untrained": 3, "n_perm": 2000},
-    "report": {"animation": False},  # the GIFs cost a minute; 'fmri-ica report' can add them
+    "report": {"animation": False},  # the GIFs cost about a minute; report.animation adds them
 }
 QUICK = {
     "training": {"epochs": 3},
