@@ -326,12 +326,6 @@ def eval_windows(config: dict, samples):
                              frame_stride=options["frame_stride"])
 
 
-def _dataset(samples):
-    from .training import SequenceDataset
-
-    return SequenceDataset(samples.x, samples.y, samples.lengths)
-
-
 def _train_dataset(config: dict, samples, y=None):
     """Random crops of whole runs, new every epoch (``samples.mode: runs``), or the windows."""
     from .training import SequenceDataset
