@@ -62,8 +62,17 @@ def test_bad_inputs_are_named(decoder):
         decoder.predict(np.zeros((2, 12, 5)), lengths=[3, 13])
     with pytest.raises(InvalidParameterError, match="not seen"):
         decoder.explain(np.zeros((1, 12, 5)), ["maybe"])
+    with pytest.raises(InvalidParameterError, match="'X' has 4 regions.*fitted on 5"):
+        decoder.predict(np.zeros((2, 12, 4)))
     with pytest.raises(InvalidParameterError, match="not fitted"):
         TaskDecoder().predict(np.zeros((1, 2, 3)))
+    x = np.zeros((3, 12, 5))
+    with pytest.raises(InvalidParameterError, match=r"'y' must be one label per sample, shape \(3,\)"):
+        TaskDecoder().fit(x, ["on", "off"])
+    with pytest.raises(InvalidParameterError, match="'y': continuous values"):
+        TaskDecoder().fit(x, [0.5, 1.0, 2.0])
+    with pytest.raises(InvalidParameterError, match="'X'.*none of them 0"):
+        TaskDecoder().fit(np.zeros((3, 12, 0)), ["on", "off", "on"])
 
 
 def test_linear_baseline_learns_and_its_map_finds_the_cells():
