@@ -2,12 +2,21 @@
 
 Train recurrent classifiers with input-cell attention (Ismail et al., NeurIPS 2019)
 on task fMRI region time series, and map their saliency back onto the brain.
+
+The package logs progress to ``logging.getLogger("fmri_ica")`` and shows nothing by
+default; call :func:`enable_logging` (or configure logging yourself) to see it.
 """
 
 __version__ = "0.1.0.dev0"
 
+import logging
+
+from ._utils import enable_logging
 from .config import load_config
 from .estimator import TaskDecoder
 from .pipeline import run_pipeline
 
-__all__ = ["TaskDecoder", "__version__", "load_config", "run_pipeline"]
+# A library never configures logging: the application (our CLI, or a user's script) does.
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+__all__ = ["TaskDecoder", "__version__", "enable_logging", "load_config", "run_pipeline"]

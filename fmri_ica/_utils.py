@@ -13,6 +13,7 @@ import random
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator
+from contextvars import ContextVar
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -138,19 +139,124 @@ def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
 
 
 def progress(iterable=None, *, desc: str = "", total: int | None = None, enabled: bool = True, **kw):
-    """A tqdm progress bar on stderr; off when ``enabled`` is False, and when stderr is not a
-    terminal (batch-job logs get the log lines, not thousands of bar updates)."""
+    """A tqdm progress bar on stderr, shown only where someone watches.
+
+    The bar is off when ``enabled`` is False and when stderr is not a terminal (batch-job
+    logs get the log lines, not thousands of bar updates). Log lines written through
+    :func:`enable_logging`'s handler (the CLI's) print above the bar, not across it.
+
+    Parameters
+    ----------
+    iterable : iterable, optional
+        Items to wrap; without it, advance the bar by hand with ``bar.update(n)``.
+    desc : str, default=""
+        Label in front of the bar.
+    total : int, optional
+        Number of items; by default ``len(iterable)`` where it has one.
+    enabled : bool, default=True
+        False: never show the bar (e.g. a ``progress=False`` option).
+    **kw
+        Passed to ``tqdm`` (``unit``, ``initial``, ``leave``...).
+
+    Returns
+    -------
+    tqdm.tqdm
+        Iterate over it, or use it as a context manager. ``bar.disable`` is True when no
+        bar is drawn; pass the bar to :func:`item_log_level` to log per-item lines.
+
+    Examples
+    --------
+    >>> for figure in progress(figures, desc="report", unit="figure"):  # doctest: +SKIP
+    ...     draw(figure)
+    """
     from tqdm.auto import tqdm
 
     return tqdm(iterable, desc=desc, total=total, disable=None if enabled else True,
                 file=sys.stderr, **kw)
 
 
+def item_log_level(bar) -> int:
+    """Level for per-item log lines beside an open ``bar`` (:func:`progress`): DEBUG while
+    the bar shows the same figures, INFO when it is off (not a terminal, or switched off),
+    so that batch logs keep them. Ask before closing the bar: tqdm disables it on close."""
+    return logging.INFO if bar.disable else logging.DEBUG
+
+
+class TqdmHandler(logging.Handler):
+    """Writes log lines with ``tqdm.write``: open bars are cleared, the line is printed
+    and the bars are drawn again below it, so bars and log lines do not overwrite each other.
+
+    Parameters
+    ----------
+    stream : file-like, optional
+        Where to write; by default ``sys.stderr`` as it is at each line.
+    """
+
+    def __init__(self, stream=None):
+        super().__init__()
+        self.stream = stream
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm.auto import tqdm
+
+        try:
+            stream = self.stream if self.stream is not None else sys.stderr
+            tqdm.write(self.format(record), file=stream)
+            stream.flush()
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+
+
+_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def enable_logging(level: int | str = "INFO", *, stream=None) -> logging.Logger:
+    """Show fmri_ica's log messages (progress at INFO, details at DEBUG) on stderr.
+
+    The package only logs to its logger, ``logging.getLogger("fmri_ica")``, and by
+    default nothing is shown. Call this once at the top of a script to see progress
+    (training epochs, pipeline stages, explained folds); it writes through tqdm, so
+    progress bars stay intact. Calling it again replaces its handler. To send the messages
+    elsewhere, configure logging yourself instead (e.g. ``logging.basicConfig(level=
+    logging.INFO)``); use one or the other, or each line shows twice.
+
+    Parameters
+    ----------
+    level : int or str, default="INFO"
+        ``"DEBUG"``, ``"INFO"``, ``"WARNING"``... or a ``logging`` constant.
+    stream : file-like, optional
+        Where to write; by default ``sys.stderr``.
+
+    Returns
+    -------
+    logging.Logger
+        The package logger.
+
+    Examples
+    --------
+    >>> import fmri_ica
+    >>> fmri_ica.enable_logging()  # doctest: +SKIP
+    >>> fmri_ica.run_pipeline("config.yaml")  # doctest: +SKIP
+    """
+    if isinstance(level, str):
+        level = check_option("level", level.upper(), ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
+    handler = TqdmHandler(stream)
+    handler.setFormatter(logging.Formatter(_LOG_FORMAT, "%H:%M:%S"))
+    package = logging.getLogger("fmri_ica")
+    # replace an earlier call's handler; keep the NullHandler and any the user added
+    package.handlers[:] = [h for h in package.handlers if not isinstance(h, TqdmHandler)]
+    package.addHandler(handler)
+    package.setLevel(level)
+    return package
+
+
 def configure_logging(verbosity: int = 1) -> None:
-    """Log to stderr: 0 warnings, 1 info, 2+ debug."""
-    level = {0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
-    root = logging.getLogger("fmri_ica")
-    root.handlers[:] = [handler]
-    root.setLevel(level)
+    """The CLI's logging: 0 warnings, 1 info, 2+ debug (see :func:`enable_logging`)."""
+    enable_logging({0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG))
+
+
+#: The ``fmri-ica ...`` command line while the CLI runs (set by :func:`fmri_ica.cli.main`),
+#: so that messages can say "run the same command again" rather than name Python calls.
+command_line: ContextVar[str | None] = ContextVar("fmri_ica_command_line", default=None)

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
+import select
+import shlex
 import sys
 
 from .. import __version__
-from .._utils import configure_logging
+from .._utils import command_line, configure_logging
 from ..exceptions import FmriIcaError
 
 
@@ -49,7 +52,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Exit status after the reader of stdout went away (``fmri-ica atlases | head``): 128 +
+#: SIGPIPE, what the shell reports for ``cat``, ``ls`` or ``yes`` in that place, so
+#: ``set -o pipefail`` scripts see the same thing as with other tools.
+EXIT_BROKEN_PIPE = 141
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run ``fmri-ica`` with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    token = command_line.set(shlex.join(["fmri-ica", *argv]))
+    try:
+        try:
+            status = _main(argv)
+        except SystemExit:  # --help, --version, usage errors, TrainingInterrupted
+            sys.stdout.flush()
+            raise
+        sys.stdout.flush()  # a reader that left shows here, not in the flush at exit
+        return status
+    except BrokenPipeError:
+        if not _stdout_closed():
+            raise
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+    finally:
+        command_line.reset(token)
+
+
+def _main(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
@@ -61,6 +91,29 @@ def main(argv: list[str] | None = None) -> int:
     except FmriIcaError as error:
         print(f"fmri-ica {args.command}: error: {error}", file=sys.stderr)
         return 1
+
+
+def _stdout_closed() -> bool:
+    """True if stdout is a pipe or socket whose reader has gone (not some other pipe's
+    BrokenPipeError, e.g. from a worker process, which must keep its traceback)."""
+    try:
+        fd = sys.stdout.fileno()
+        poller = select.poll()
+    except (AttributeError, OSError, ValueError):  # no real file, or no poll (Windows)
+        return True
+    poller.register(fd, select.POLLOUT)
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+
+
+def _silence_stdout() -> None:
+    """Point stdout at devnull: Python flushes it again at exit, which would raise anew
+    (the recipe of the Python docs, "Note on SIGPIPE")."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (AttributeError, OSError, ValueError):  # not a real file: nothing is flushed at exit
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._utils import atomic_path, write_json
+from .._utils import atomic_path, item_log_level, progress, write_json
 from ..exceptions import InputDataError
 
 logger = logging.getLogger(__name__)
@@ -33,7 +33,8 @@ NULL_LABELS = {
 }
 
 
-def explain_model(folds, out: Path, *, config: dict, evaluation: dict, ground_truth) -> dict:
+def explain_model(folds, out: Path, *, config: dict, evaluation: dict, ground_truth,
+                  progress: bool = True) -> dict:
     """Saliency of one model over all folds, with its nulls; writes ``out`` and returns a
     summary for the stage marker.
 
@@ -44,33 +45,54 @@ def explain_model(folds, out: Path, *, config: dict, evaluation: dict, ground_tr
     out : Path
         ``saliency/<model>/``: ``class_maps*`` (group maps in run time; the nulls' in
         ``nulls/<variant>/``), ``curves.npz``, ``group.npz`` and ``metrics.json``.
+    progress : bool, default=True
+        A progress bar over folds x models (the trained one and its nulls), on stderr when
+        it is a terminal.
     """
     from .scoring import accuracy_gate
 
-    options, sanity = config["saliency"], config["sanity"]
-    per_subject: dict[str, dict] = {}
-    curves: dict[str, list] = {}
-    kept, removal = [], []
-    for k, (fold_dir, windows) in enumerate(folds):
-        models = _variants(Path(fold_dir), sanity, config["training"]["selection"], seed=config["seed"] + k)
-        logger.info("Saliency (%s) of %s and %d null model(s), fold %d/%d, %d windows",
-                    options["method"], Path(out).name, len(models) - 1, k + 1, len(folds), len(windows))
-        for variant, model in models.items():
-            saliency = _saliency(model, windows, options, config["training"]["device"])
-            curves.setdefault(variant, []).append(_curves(saliency, windows))
-            _add_subject_maps(per_subject.setdefault(variant, {}), saliency, windows, config)
-            if variant == "trained":
-                kept.append((saliency, windows))
-                removal.append(_removal(model, saliency, windows, config["seed"]))
+    options = config["saliency"]
+    per_subject, curves, kept, removal = _explain_folds(folds, Path(out).name, config, progress)
     trained_saliency, test = _concatenate(kept)
     metrics = _trained_metrics(trained_saliency, test, options, ground_truth, config["seed"])
     metrics["removal"] = _mean_rows(removal)
     metrics.update(accuracy_gate(evaluation["test"], test.classes))
     metrics["test_accuracy"] = evaluation["test"]["accuracy"]
+    logger.info("Sanity checks of %s: %d bootstrap draws, %d permutations per group test",
+                Path(out).name, config["sanity"]["n_boot"], config["sanity"]["n_perm"])
     metrics["sanity"] = _sanity(per_subject, curves, test, config)
     _save(out, per_subject, curves, test, metrics, config)
     return {"test_accuracy": evaluation["test"]["accuracy"],
             "verdict": {k: v["differs"] for k, v in metrics["sanity"]["verdicts"].items()}}
+
+
+def _explain_folds(folds, name: str, config: dict, show: bool):
+    """Saliency of each fold's models on its held-out windows: per-subject maps and curves
+    per variant, the trained model's saliency and its removal test per fold."""
+    options, sanity = config["saliency"], config["sanity"]
+    per_subject: dict[str, dict] = {}
+    curves: dict[str, list] = {}
+    kept, removal = [], []
+    # one step per fold x model; the total is known once the first fold's nulls are built
+    with progress(desc=f"explain[{name}]", enabled=show, unit="model") as bar:
+        for k, (fold_dir, windows) in enumerate(folds):
+            models = _variants(Path(fold_dir), sanity, config["training"]["selection"],
+                               seed=config["seed"] + k)
+            bar.total = bar.n + len(models) * (len(folds) - k)
+            bar.refresh()
+            logger.log(item_log_level(bar), "Saliency (%s) of %s and %d null model(s), fold %d/%d, "
+                       "%d windows", options["method"], name, len(models) - 1, k + 1, len(folds),
+                       len(windows))
+            for variant, model in models.items():
+                bar.set_postfix(fold=f"{k + 1}/{len(folds)}", model=variant, refresh=False)
+                saliency = _saliency(model, windows, options, config["training"]["device"])
+                curves.setdefault(variant, []).append(_curves(saliency, windows))
+                _add_subject_maps(per_subject.setdefault(variant, {}), saliency, windows, config)
+                if variant == "trained":
+                    kept.append((saliency, windows))
+                    removal.append(_removal(model, saliency, windows, config["seed"]))
+                bar.update(1)
+    return per_subject, curves, kept, removal
 
 
 # --------------------------------------------------------------------------- variants

@@ -21,7 +21,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .._utils import check_option, package_versions, seed_everything, write_json, write_text
+from .._utils import (
+    check_option,
+    command_line,
+    item_log_level,
+    package_versions,
+    seed_everything,
+    write_json,
+    write_text,
+)
 from .._utils import progress as progress_bar
 from ..exceptions import InvalidParameterError
 from .checkpoint import (
@@ -77,15 +85,27 @@ class TrainingInterrupted(SystemExit):
     traceback and ``except Exception`` in batch loops does not swallow a preemption.
     """
 
-    def __init__(self, signum: int, out_dir: Path):
+    def __init__(self, signum: int, out_dir: Path, advice: str | None = None):
         super().__init__(128 + signum)
         self.signum, self.out_dir = signum, out_dir
+        self.advice = advice or _resume_advice(out_dir, resumed=False)
 
     def __str__(self) -> str:
         return (
             f"Training stopped by {signal.Signals(self.signum).name}; state saved in "
-            f"{self.out_dir}. Run fit(..., resume=True) with the same out_dir to continue."
+            f"{self.out_dir}. {self.advice}"
         )
+
+
+def _resume_advice(out_dir, resumed: bool) -> str:
+    """How to continue an interrupted run: the caller that passed ``resume=True`` (the CLI,
+    the pipeline, the benchmarks) continues by itself when run again."""
+    command = command_line.get()
+    if resumed and command:
+        return f"Run the same command again to continue from there: {command}"
+    if resumed:
+        return "Run the same script again to continue from there (it passes resume=True to fit)."
+    return f"To continue, call fit(..., resume=True) with out_dir={str(out_dir)!r}."
 
 
 @dataclass(frozen=True)
@@ -264,7 +284,9 @@ def fit(
     device : str or torch.device, optional
         None: "cuda" if available, else "cpu".
     progress : bool, default=True
-        A progress bar over epochs with the latest losses and accuracy.
+        A progress bar over epochs with the latest losses and accuracy (on stderr, when it
+        is a terminal). While the bar shows, the per-epoch log lines are at DEBUG, else
+        at INFO (see :func:`fmri_ica.enable_logging`).
     resume : bool, default=False
         Continue from ``out_dir/training_state.pt`` if there is one (else start afresh):
         the final weights are bitwise those of an uninterrupted run (on CPU). A finished
@@ -321,7 +343,8 @@ def fit(
     criterion = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(runtime.device))
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     prog, best = _start(model, optimizer, out, params, resume, runtime)
-    loop = _Loop(model, runtime.wrap(model), optimizer, criterion, weights, params, runtime, out)
+    loop = _Loop(model, runtime.wrap(model), optimizer, criterion, weights, params, runtime, out,
+                 resume)
     loop.best_state = best  # CPU copy of the best weights so far
     flag = _StopFlag()
     bar = progress_bar(
@@ -330,6 +353,12 @@ def fit(
         desc="fit",
         enabled=progress and runtime.is_main,
     )
+    if runtime.is_main:
+        logger.debug(
+            "Training %s for up to %d epochs on %s: %d training and %d validation samples%s.",
+            type(model).__name__, epochs, runtime.device, len(train_ds), len(val_ds),
+            "" if out is None else f", saving to {out}",
+        )
     with bar, _stop_on_signals(flag, handle_signals and out is not None):
         while prog.epoch < epochs and not prog.stopped_early:
             loop.run_epoch(prog, train_ds, val_ds, flag)
@@ -342,7 +371,7 @@ def fit(
             )
             bar.update(1)
             if prog.epoch % log_every == 0 or prog.stopped_early or prog.epoch == epochs:
-                _log_epoch(record, epochs, prog)
+                _log_epoch(record, epochs, prog, item_log_level(bar))
             finished = prog.epoch >= epochs or prog.stopped_early
             if runtime.any(flag.signum is not None) and not finished:
                 loop.interrupt(prog, flag.signum)
@@ -350,6 +379,8 @@ def fit(
         model.load_state_dict(loop.best_state)
     model.eval()
     result = _result(prog, selection, out)
+    if runtime.is_main:
+        _log_summary(result)
     if out is not None and runtime.is_main:
         write_json(
             out / "fit_result.json",
@@ -397,9 +428,10 @@ def _result(prog: _Progress, selection: str, out: Path | None) -> FitResult:
 class _Loop:
     """The state-changing parts of :func:`fit`: steps, epoch ends, saving."""
 
-    def __init__(self, model, net, optimizer, criterion, weights, params, runtime, out):
+    def __init__(self, model, net, optimizer, criterion, weights, params, runtime, out, resumed):
         self.model, self.net, self.optimizer, self.criterion = model, net, optimizer, criterion
         self.weights, self.params, self.runtime, self.out = weights, params, runtime, out
+        self.resumed = resumed  # fit(resume=True): running the caller again continues
         self.best_state: dict = {}
 
     def run_epoch(self, prog: _Progress, train_ds, val_ds, flag: _StopFlag) -> None:
@@ -511,16 +543,17 @@ class _Loop:
         """Save the state at this step boundary and raise :class:`TrainingInterrupted`."""
         if save:
             self.save(prog)
-        error = TrainingInterrupted(signum, self.out)
+        error = TrainingInterrupted(signum, self.out, _resume_advice(self.out, self.resumed))
         logger.warning(
             "Received %s: saved the training state after epoch %d step %d (global step %d) "
-            "to %s; exiting with status %d. Re-run with resume=True to continue.",
+            "to %s; exiting with status %d. %s",
             signal.Signals(signum).name,
             prog.epoch,
             prog.step,
             prog.global_step,
             self.out,
             error.code,
+            error.advice,
         )
         raise error
 
@@ -533,8 +566,9 @@ def _improved(monitor: str, val_loss: float, val_acc: float, prog: _Progress) ->
     )
 
 
-def _log_epoch(record: dict, epochs: int, prog: _Progress) -> None:
-    logger.info(
+def _log_epoch(record: dict, epochs: int, prog: _Progress, level: int = logging.INFO) -> None:
+    logger.log(
+        level,
         "epoch %d/%d: train loss %.4f acc %.3f | val loss %.4f acc %.3f | %.1f s%s",
         record["epoch"],
         epochs,
@@ -544,6 +578,22 @@ def _log_epoch(record: dict, epochs: int, prog: _Progress) -> None:
         record["val_acc"],
         record["seconds"],
         f" | stopping early, best epoch {prog.best_epoch}" if prog.stopped_early else "",
+    )
+
+
+def _log_summary(result: FitResult) -> None:
+    """One INFO line at the end: what the bar showed last, and which weights were kept."""
+    if not result.history or result.selected_epoch < 1:
+        return
+    kept = result.history[result.selected_epoch - 1]
+    logger.info(
+        "Trained %d epochs in %.1f s; kept epoch %d (selection=%r): val loss %.4f acc %.3f.",
+        len(result.history),
+        sum(r["seconds"] for r in result.history),
+        result.selected_epoch,
+        result.selection,
+        kept["val_loss"],
+        kept["val_acc"],
     )
 
 
