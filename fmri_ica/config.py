@@ -1,4 +1,4 @@
-"""Pipeline configuration: defaults, YAML/TOML files, validation with helpful errors."""
+"""Pipeline configuration: defaults, YAML/TOML/JSON files, validation with helpful errors."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import yaml
 
 from .exceptions import InputDataError, InvalidParameterError
 
-__all__ = ["DEFAULTS", "load_config", "merge_config", "config_hash"]
+__all__ = ["DEFAULTS", "load_config", "write_config", "merge_config", "config_hash"]
 
 #: Every key the pipeline understands, with its default. ``None`` means "not set".
 DEFAULTS: dict[str, Any] = {
@@ -82,7 +82,9 @@ DEFAULTS: dict[str, Any] = {
         "n_perm": 5000,
         "fdr": 0.05,
     },
-    "report": {"surface": True, "animation": True, "linear_baseline": True},
+    # Surfaces (~10 s per class) and animations (~5 s per class) are opt-in; viewers are
+    # linked files unless embedded (about 0.7 MB each in the page).
+    "report": {"surface": False, "animation": False, "embed_viewers": False, "linear_baseline": True},
 }
 
 # Sections whose keys are free-form (names chosen by the user).
@@ -90,15 +92,28 @@ _FREE_FORM = {("models",), ("atlas", "options")}
 
 
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> dict:
-    """Read a YAML or TOML config, fill in defaults and validate every key.
+    """Read a YAML, TOML or JSON config, fill in defaults and validate every key.
 
     Parameters
     ----------
     path : str or Path, optional
-        ``.yaml``/``.yml`` or ``.toml`` file. Relative ``data.root`` and ``output`` are
-        resolved against the file's folder.
+        ``.yaml``/``.yml``, ``.toml`` or ``.json`` file. A pipeline output's
+        ``config.json`` (``{"config": ..., "versions": ...}``) is read as its ``config``.
+        Relative ``data.root`` and ``output`` are resolved against the file's folder.
     overrides : dict, optional
         Applied on top of the file (e.g. from command-line options).
+
+    Returns
+    -------
+    dict
+        Every key of :data:`DEFAULTS`, with the file's and the overrides' values.
+
+    Raises
+    ------
+    InputDataError
+        The file is missing or cannot be parsed.
+    InvalidParameterError
+        Unknown format or key, or a value where a section belongs.
     """
     config = copy.deepcopy(DEFAULTS)
     if path is not None:
@@ -124,15 +139,77 @@ def _read(path: Path) -> dict:
             data = tomllib.loads(text)
         elif path.suffix in (".yaml", ".yml"):
             data = yaml.safe_load(text) or {}
+        elif path.suffix == ".json":
+            data = json.loads(text)
         else:
             raise InvalidParameterError(
-                f"Config file {str(path)!r}: unknown format {path.suffix!r}; use .yaml, .yml or .toml."
+                f"Config file {str(path)!r}: unknown format {path.suffix!r}; "
+                "use .yaml, .yml, .toml or .json."
             )
-    except (tomllib.TOMLDecodeError, yaml.YAMLError) as error:
+    except (tomllib.TOMLDecodeError, yaml.YAMLError, json.JSONDecodeError) as error:
         raise InputDataError(f"Config file {str(path)!r} cannot be parsed: {error}") from error
     if not isinstance(data, dict):
         raise InputDataError(f"Config file {str(path)!r} must hold a mapping of sections.")
+    # The record a pipeline run writes (output/config.json): the settings sit under "config".
+    if isinstance(data.get("config"), dict) and set(data) <= {"config", "versions"}:
+        data = data["config"]
     return data
+
+
+def write_config(config: dict, path: str | Path) -> Path:
+    """Write ``config`` as a YAML file that :func:`load_config` reads back equal.
+
+    ``output`` and ``data.root`` inside the file's folder are written relative to it (as
+    :func:`load_config` resolves them), so the folder can be moved and still re-run; other
+    relative paths, meant from the current folder, are written absolute.
+
+    Parameters
+    ----------
+    config : dict
+        A full config, e.g. from :func:`load_config`.
+    path : str or Path
+        The ``.yaml`` or ``.yml`` file to write (atomically).
+
+    Returns
+    -------
+    Path
+        ``path``; re-run with ``fmri-ica run PATH``.
+
+    Raises
+    ------
+    InvalidParameterError
+        ``path`` does not end in ``.yaml`` or ``.yml``.
+    """
+    from ._utils import to_jsonable, write_text
+
+    path = Path(path)
+    if path.suffix not in (".yaml", ".yml"):
+        raise InvalidParameterError(
+            f"Invalid value for 'path': {str(path)!r}. Expected a .yaml or .yml file."
+        )
+    # Through JSON: tuples become lists and NumPy scalars plain numbers, as YAML can hold them.
+    plain = json.loads(json.dumps(config, default=to_jsonable))
+    folder = path.parent.resolve()
+    plain["output"] = _relative_to(plain.get("output"), folder)
+    if isinstance(plain.get("data"), dict):
+        plain["data"]["root"] = _relative_to(plain["data"].get("root"), folder)
+    header = (
+        "# fmri_ica pipeline configuration (every key; defaults in fmri_ica/config.py).\n"
+        "# Re-run with: fmri-ica run <this file>  (relative paths are read from its folder)\n"
+    )
+    text = yaml.safe_dump(plain, sort_keys=False, default_flow_style=False)
+    return write_text(path, header + text)
+
+
+def _relative_to(value, folder: Path):
+    """Path ``value`` relative to ``folder`` when inside it, else absolute (None stays None)."""
+    if not value:
+        return value
+    resolved = Path(value).resolve()  # a relative path meant the current folder
+    try:
+        return resolved.relative_to(folder).as_posix()
+    except ValueError:
+        return value if Path(value).is_absolute() else str(resolved)
 
 
 def merge_config(base: dict, update: dict, *, source: str = "config", replace_free_form: bool = True,

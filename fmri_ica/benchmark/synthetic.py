@@ -500,10 +500,18 @@ def _fmt(values) -> str:
     return f"{wjac:.3f}/{euc:.3f}/{acc:.1f}"
 
 
+#: The line above :func:`format_table`'s table: what the three numbers of a cell are.
+TABLE_LEGEND = (
+    "Each cell: WJac / Euc / accuracy (%): weighted Jaccard of saliency and box (higher is "
+    "better) / relative Euclidean distance (lower is better) / test accuracy."
+)
+
+
 def format_table(results) -> str:
     """Markdown table in the layout of the paper's Table 1: WJac/Euc/accuracy % per cell.
 
-    Under each model, the paper's numbers (where the paper has them) in italics.
+    A legend line (:data:`TABLE_LEGEND`) comes first. Under each model, the paper's
+    numbers (where the paper has them) in italics.
     """
     present = list(dict.fromkeys(results["dataset"]))
     datasets = [d for d in _TABLE1_SETS if d in present] + [
@@ -511,6 +519,7 @@ def format_table(results) -> str:
     ]
     header = "| model | " + " | ".join(DISPLAY_NAMES[d] for d in datasets) + " |"
     lines = [header, "|---" * (len(datasets) + 1) + "|"]
+    has_paper = False
     for model in dict.fromkeys(results["model"]):
         cells = []
         for dataset in datasets:
@@ -524,9 +533,11 @@ def format_table(results) -> str:
         lines.append(f"| {MODELS[model][2]} | " + " | ".join(cells) + " |")
         paper = PAPER_TABLE1.get("ica" if model.startswith("ica") else model)
         if paper:
+            has_paper = True
             ref = [f"*{_fmt(paper[d])}*" if d in paper else "" for d in datasets]
             lines.append("| *paper* | " + " | ".join(ref) + " |")
-    return "\n".join(lines) + "\n"
+    legend = TABLE_LEGEND + (" *paper*: Ismail et al. 2019, Table 1." if has_paper else "")
+    return legend + "\n\n" + "\n".join(lines) + "\n"
 
 
 def plot_benchmark(root, datasets, models) -> list[Path]:
@@ -545,28 +556,7 @@ def plot_benchmark(root, datasets, models) -> list[Path]:
                 loaded[d, m] = dict(np.load(path))
     if not loaded:
         return []
-    n_rows, n_cols = len(datasets), len(models) + 1
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.2 * n_cols, 2.0 * n_rows), squeeze=False)
-    for i, d in enumerate(datasets):
-        for j, m in enumerate([None, *models]):
-            ax = axes[i, j]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            data = next((v for (dd, _), v in loaded.items() if dd == d), None)
-            if m is None:
-                image = None if data is None else data["mean_mask"]
-                title = "box (mean mask)"
-            else:
-                image = loaded.get((d, m), {}).get("mean_map")
-                title = MODELS[m][2].replace("LSTM + ", "").replace("input-cell attention", "ICA")
-            if image is not None:
-                # features on the y axis, time on the x axis, as in the paper's figures
-                ax.imshow(image.T, aspect="auto", cmap="gray", vmin=0)
-            if i == 0:
-                ax.set_title(title, fontsize=7)
-            if j == 0:
-                ax.set_ylabel(DISPLAY_NAMES[d], fontsize=7)
-    fig.tight_layout()
+    fig = _saliency_maps_figure(loaded, datasets, models)
     maps = root / "saliency_maps.png"
     with atomic_path(maps) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
@@ -594,3 +584,61 @@ def plot_benchmark(root, datasets, models) -> list[Path]:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     return [maps, curves]
+
+
+def _saliency_maps_figure(loaded: dict, datasets, models):
+    """Grid of mean maps: a row per data set, the box mask then one column per model.
+
+    Each image is divided by its own maximum (saliency scales differ by orders of
+    magnitude between models), so one colour bar (0 to 1) reads for all of them.
+    ``loaded[dataset, model]`` holds ``mean_mask`` and ``mean_map``: (time, features).
+    """
+    import matplotlib.pyplot as plt
+
+    n_rows, n_cols = len(datasets), len(models) + 1
+    fig, axes = plt.subplots(
+        n_rows,
+        n_cols,
+        figsize=(2.2 * n_cols + 0.8, 2.0 * n_rows + 0.4),
+        squeeze=False,
+        layout="constrained",
+    )
+    shown = None
+    for i, d in enumerate(datasets):
+        for j, m in enumerate([None, *models]):
+            ax = axes[i, j]
+            data = next((v for (dd, _), v in loaded.items() if dd == d), None)
+            if m is None:
+                image = None if data is None else data["mean_mask"]
+                title = "box (mean mask)"
+            else:
+                image = loaded.get((d, m), {}).get("mean_map")
+                title = MODELS[m][2].replace("LSTM + ", "").replace("input-cell attention", "ICA")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if image is not None:
+                image = np.asarray(image, dtype=float)
+                peak = image.max()
+                # features on the y axis, time on the x axis, as in the paper's figures
+                shown = ax.imshow(
+                    image.T / peak if peak > 0 else image.T,
+                    aspect="auto",
+                    cmap="gray",
+                    vmin=0,
+                    vmax=1,
+                )
+                n_steps, n_features = image.shape
+                ax.set_xticks([0, n_steps - 1])
+                ax.set_yticks([0, n_features - 1])
+                ax.tick_params(labelsize=6, length=2, labelbottom=i == n_rows - 1, labelleft=j == 0)
+            if i == 0:
+                ax.set_title(title, fontsize=7)
+            if j == 0:
+                ax.set_ylabel(f"{DISPLAY_NAMES[d]}\nfeature", fontsize=7)
+            if i == n_rows - 1:
+                ax.set_xlabel("time step", fontsize=7)
+    if shown is not None:
+        bar = fig.colorbar(shown, ax=axes, shrink=min(1.0, 3 / n_rows), aspect=30)
+        bar.set_label("mean saliency (box: mean mask) / its maximum", fontsize=7)
+        bar.ax.tick_params(labelsize=6)
+    return fig

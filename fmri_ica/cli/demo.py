@@ -9,6 +9,11 @@ minutes on 2 CPU cores; re-running skips finished work. The demo's data plant th
 the parcels of the analysis atlas at high SNR: an easy case. `fmri-ica benchmark fmri` tests
 harder ones.
 
+Everything goes under --out (default ./fmri_ica_demo, about 0.9 GB, most of it the
+simulated images in data/): report.html, maps/, models/, saliency/, timeseries/, and
+config.yaml, the demo's full configuration: `fmri-ica run OUT/config.yaml` re-runs it, and
+a copy with other settings runs them on the same data.
+
 Examples:
     fmri-ica demo
     fmri-ica demo --out my_demo --subjects 40
@@ -18,6 +23,7 @@ Examples:
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 #: The demo's configuration on top of the pipeline defaults (fmri_ica.config.DEFAULTS).
 DEMO = {
@@ -43,36 +49,61 @@ QUICK = {
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--out", default="fmri_ica_demo", help="output folder (default: %(default)s)")
+    parser.add_argument("--out", default="fmri_ica_demo",
+                        help="output folder, created if needed (default: ./%(default)s)")
     parser.add_argument("--subjects", type=int, default=24, help="simulated subjects (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the simulation and training")
     parser.add_argument("--quick", action="store_true",
                         help="tiny data and few epochs: checks that everything runs, in about a minute")
 
 
-def run(args) -> int:
-    from pathlib import Path
+def demo_config(out, *, seed: int = 0, quick: bool = False) -> dict:
+    """The demo's full pipeline configuration, its data under ``out/data``.
 
+    Parameters
+    ----------
+    out : path
+        The demo's output folder.
+    seed : int, default=0
+    quick : bool, default=False
+        Apply the ``--quick`` settings.
+
+    Returns
+    -------
+    dict
+        Every key of :data:`fmri_ica.config.DEFAULTS`, as ``fmri-ica run`` would read it.
+    """
     from ..config import load_config, merge_config
+
+    out = Path(out).resolve()
+    config = load_config(None, DEMO)
+    if quick:
+        config = merge_config(config, QUICK)
+    return merge_config(config, {
+        "output": str(out), "seed": seed,
+        "data": {"root": str(out / "data"), "layout": "hcp"},
+    })
+
+
+def run(args) -> int:
+    from ..config import write_config
     from ..data.simulate import simulate_hcp
     from ..pipeline import run_pipeline
 
     out = Path(args.out).resolve()
     subjects = min(args.subjects, 6) if args.quick else args.subjects
-    config = load_config(None, DEMO)
-    if args.quick:
-        config = merge_config(config, QUICK)
+    config = demo_config(out, seed=args.seed, quick=args.quick)
+    # Written first, so that an interrupted demo can be finished with `fmri-ica run`.
+    write_config(config, out / "config.yaml")
     atlas = config["atlas"]
-    simulation = simulate_hcp(out / "data", n_subjects=subjects, frames=40 if args.quick else "short",
-                              seed=args.seed, atlas=atlas["name"], atlas_options=atlas["options"])
-    config = merge_config(config, {
-        "output": str(out), "seed": args.seed,
-        "data": {"root": str(simulation.path), "layout": "hcp"},
-    })
+    simulate_hcp(config["data"]["root"], n_subjects=subjects, frames=40 if args.quick else "short",
+                 seed=args.seed, atlas=atlas["name"], atlas_options=atlas["options"])
     workspace = run_pipeline(config)
     print(json.dumps({
         "report": str(workspace.report), "maps": str(workspace.root / "maps"),
-        "figures": str(workspace.figures), "data": str(simulation.path),
+        "figures": str(workspace.figures), "data": config["data"]["root"],
+        "config": str(out / "config.yaml"),
     }, indent=2))
     print(f"\nOpen the report: {workspace.report}")
+    print(f"Re-run or change it: fmri-ica run {out / 'config.yaml'}")
     return 0

@@ -4,7 +4,9 @@ Stages, in order: parcellate -> samples -> train -> explain -> project -> report
 Every stage is resumable: finished work is skipped when its parameters are unchanged,
 and a changed parameter re-runs that stage and the ones after it.
 
-Example config (YAML; TOML works the same):
+Example config (YAML; TOML and JSON work the same; every key and its default is in
+fmri_ica/config.py). Every run writes its full configuration to OUTPUT/config.json, and
+`fmri-ica demo` to OUT/config.yaml: either runs again as given.
 
     output: results/hcp_motor
     data: {root: /data/HCP, layout: hcp, tasks: [MOTOR, WM, LANGUAGE]}
@@ -23,6 +25,7 @@ Examples:
     fmri-ica run config.yaml --stage train --stage explain
     fmri-ica run config.yaml --set training.epochs=5 --output quick_check
     fmri-ica run config.yaml --stage train --fold 3     # one fold, e.g. a SLURM array task
+    fmri-ica run fmri_ica_demo/config.yaml --set training.epochs=30 --output demo30
 """
 
 from __future__ import annotations
