@@ -9,14 +9,23 @@ default; call :func:`enable_logging` (or configure logging yourself) to see it.
 
 __version__ = "0.1.0.dev0"
 
+import importlib
 import logging
 
 from ._utils import enable_logging
 from .config import load_config
-from .estimator import TaskDecoder
-from .pipeline import run_pipeline
 
 # A library never configures logging: the application (our CLI, or a user's script) does.
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = ["TaskDecoder", "__version__", "enable_logging", "load_config", "run_pipeline"]
+
+# Imported on first use: they pull in torch (2 s), which parcellation workers, figure
+# workers and `fmri-ica --help` do not need.
+_LAZY = {"TaskDecoder": ".estimator", "run_pipeline": ".pipeline"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -4,6 +4,12 @@
 (batch, time, features) map; :mod:`fmri_ica.saliency.metrics` scores maps against masks.
 """
 
-from .methods import METHODS, ModelOutput, attribute, tsr
+import importlib
 
 __all__ = ["METHODS", "ModelOutput", "attribute", "tsr"]
+
+
+def __getattr__(name: str):  # torch is imported on first use, not by the maps and figures
+    if name in __all__:
+        return getattr(importlib.import_module(".methods", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
