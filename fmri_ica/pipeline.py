@@ -9,6 +9,7 @@ stage whose marker matches; changing a parameter re-runs that stage and the stag
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import shutil
@@ -18,7 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ._utils import check_option, package_versions, seed_everything, write_json
+from ._utils import (
+    check_option,
+    package_versions,
+    progress,
+    seed_everything,
+    sha256_file,
+    write_json,
+)
 from .config import config_hash
 from .exceptions import InputDataError, InvalidParameterError
 from .saliency.scoring import planted_region_metrics
@@ -702,9 +710,9 @@ def _to_atlas_regions(maps: np.ndarray, regions: list[str], atlas, fill: float =
 
 
 def report_stage(config: dict, ws: Workspace, keys: dict) -> None:
-    """Figures for every model and class, trained beside null models, then the HTML report."""
+    """Figures for every model and class, trained beside null models, then the HTML report.
+    Figures whose inputs did not change since the last report are reused."""
     from .data.samples import SampleSet
-    from .reporting.plotting import plot_trained_vs_nulls
     from .reporting.report import ModelResult, Report, write_report
 
     if _is_done(ws, "report", keys["report"], output=ws.report):
@@ -712,7 +720,8 @@ def report_stage(config: dict, ws: Workspace, keys: dict) -> None:
     names = _explained(config, ws, keys)
     atlas, sidecar = _atlas_for_outputs(config, ws, keys)
     runs = SampleSet.load(ws.samples / "samples.npz")
-    results = _draw_class_figures(config, ws, names, atlas, runs)
+    group = {name: _group_figure_task(config, ws, name) for name in names if name != "linear"}
+    results = _draw_class_figures(config, ws, names, atlas, runs, extra=[task for _, task in group.values()])
     _mark_planted(results, _ground_truth_for(config, ws))
     models, curves, notes = [], {}, []
     for name in names:
@@ -726,27 +735,39 @@ def report_stage(config: dict, ws: Workspace, keys: dict) -> None:
         localisation = ws.maps_dir(name) / "localisation.json"
         if localisation.is_file():
             metrics["localisation"] = json.loads(localisation.read_text())["mean"]
+        confusion = ws.model_dir(name) / "confusion_test.png"
         models.append(ModelResult(
             name=name, class_names=runs.classes, evaluation=evaluation if linear else evaluation["test"],
             saliency_metrics=metrics, classes=results[name], kind="linear" if linear else "recurrent",
             description=_describe(config, name),
             permuted=None if linear else evaluation.get("permuted"),
-            group_figure=None if linear else _group_figure(config, ws, name),
+            group_figure=None if linear else group[name][0],
+            confusion_figure=confusion if not linear and confusion.is_file() else None,
         ))
         if not linear:
             curves[name] = _family_curves(ws.saliency_dir(name) / "curves.npz")
-    stride = config["samples"]["frame_stride"]
-    over_time = plot_trained_vs_nulls(
-        curves, t_r=runs.t_r / stride, stride=stride, path=ws.figures / "saliency_over_time.png",
-        title="When is the evidence? Saliency per time step of the window: trained vs null models",
-    ) if curves else None
     report = Report(
         title="fmri_ica report", summary=_summary_table(config, ws, runs, sidecar, atlas),
-        models=models, saliency_over_time=over_time, parameters=config, notes=notes,
+        models=models, saliency_over_time=_over_time_figure(config, ws, runs, curves), parameters=config,
+        notes=notes,
     )
-    write_report(ws.report, report)
-    logger.info("Report: %s", ws.report)
+    write_report(ws.report, report, embed_viewers=config["report"]["embed_viewers"])
+    logger.info("Report: %s (%.1f MB)", ws.report, ws.report.stat().st_size / 1e6)
     _mark_done(ws, "report", keys["report"], report=str(ws.report))
+
+
+def _over_time_figure(config: dict, ws: Workspace, runs, curves: dict):
+    """The trained-vs-null time curves of every recurrent model (cached), or None."""
+    from .reporting.cache import figure_key
+
+    if not curves:
+        return None
+    stride = config["samples"]["frame_stride"]
+    arrays = [np.asarray(c) for families in curves.values() for c in families.values()]
+    key = figure_key(sorted((m, sorted(f)) for m, f in curves.items()), *arrays, runs.t_r, stride)
+    return _draw_cached(ws.figures / "saliency_over_time.png", key, "plot_trained_vs_nulls", curves,
+                        t_r=runs.t_r / stride, stride=stride,
+                        title="When is the evidence? Saliency per time step of the window: trained vs null models")
 
 
 def _family_curves(path: Path) -> dict:
@@ -761,32 +782,48 @@ def _family_curves(path: Path) -> dict:
     return {family: np.concatenate(parts) for family, parts in families.items()}
 
 
-def _group_figure(config: dict, ws: Workspace, name: str):
-    """Glass brains of the FDR-thresholded group z maps, trained vs the permuted-label model
-    (the null that went through the same training), or None.
+def _group_figure_task(config: dict, ws: Workspace, name: str):
+    """(path, drawing task) of the glass brains of the FDR-thresholded group z maps, trained vs
+    the permuted-label model (the null that went through the same training); (None, None)
+    without such maps. The task is None when the figure is cached.
 
     The untrained networks are not the null for this test: any training moves every subject's
     map the same way, so trained vs untrained differs even when nothing was learned."""
-    from .reporting.plotting import plot_group_glass_brains
+    from .reporting.cache import figure_key, is_cached
 
     folder = ws.maps_dir(name) / "group-tests"
     images = sorted(folder.glob("*null-permuted*stat-z_thresh-fdr*_saliency.nii.gz")) if folder.is_dir() else []
     if not images:
-        return None
-    return plot_group_glass_brains(images, path=ws.figures / name / "group_tests.png",
-                                   title=f"{name}: where trained saliency exceeds the permuted-label model's "
-                                   f"(sign-flip test across subjects, FDR {config['sanity']['fdr']:g})")
+        return None, None
+    path = ws.figures / name / "group_tests.png"
+    title = (f"{name}: where trained saliency exceeds the permuted-label model's "
+             f"(sign-flip test across subjects, FDR {config['sanity']['fdr']:g})")
+    key = figure_key([p.name for p in images], [sha256_file(p) for p in images], title)
+    if is_cached(path, key):
+        return path, None
+    return path, functools.partial(_draw_cached, path, key, "plot_group_glass_brains",
+                                   [str(p) for p in images], title=title)
 
 
-def _draw_class_figures(config: dict, ws: Workspace, names: list[str], atlas, runs) -> dict:
-    """ClassResults per model, drawn in parallel processes (figures dominate the report's time).
+def _draw_cached(path: Path, key: str, function: str, *args, **kwargs) -> Path:
+    """Draw ``reporting.plotting.<function>(*args, path=..., **kwargs)`` and record its key."""
+    from .reporting import plotting
+    from .reporting.cache import cached_figure
 
-    Surface views, animations and interactive viewers are drawn for the first configured
-    model only (the others get glass brains, heatmaps and top regions), to keep the
-    report's run time proportionate.
+    return cached_figure(path, key, lambda p: getattr(plotting, function)(*args, path=p, **kwargs))
+
+
+def _draw_class_figures(config: dict, ws: Workspace, names: list[str], atlas, runs,
+                        extra: list | None = None) -> dict:
+    """ClassResults per model; figures whose inputs did not change since the last report are
+    reused (:func:`class_figures`), the others drawn in two processes, with ``extra`` drawing
+    tasks (figures dominate the report's time).
+
+    Surface views, animations, top-region bars and interactive viewers are drawn for the
+    first configured model only (the others get glass brains, heatmaps (not the linear
+    reference, whose weights have no time course of evidence) and the top-region table),
+    to keep the report's run time proportionate.
     """
-    from joblib import Parallel, delayed
-
     from .reporting.report import class_figures
 
     options, stride = config["report"], config["samples"]["frame_stride"]
@@ -799,20 +836,37 @@ def _draw_class_figures(config: dict, ws: Workspace, names: list[str], atlas, ru
         vmax = float(np.percentile(np.concatenate([v.ravel() for v in values]), 99.5)) or None
         for c, class_name in enumerate(meta["classes"]):
             detailed = name == primary
-            jobs.append((name, delayed(class_figures)(
-                ws.figures / name, values[c], atlas, t_r=runs.t_r / stride, model=name,
+            jobs.append((name, functools.partial(
+                class_figures, ws.figures / name, values[c], atlas, t_r=runs.t_r / stride, model=name,
                 class_name=class_name, stride=stride,
                 task_on=_class_task_on(runs, c, len(values[c]), 0 if name == "linear" else lead),
                 n_bins=config["saliency"]["n_bins"], surface=options["surface"] and detailed,
-                animation=options["animation"] and detailed, interactive=detailed, vmax=vmax,
+                animation=options["animation"] and detailed, interactive=detailed, top_plot=detailed,
+                heatmap=name != "linear", vmax=vmax,
             )))
-    n_jobs = max(1, min(2, len(jobs)))
-    drawn = Parallel(n_jobs=n_jobs)(job for _, job in jobs)
+    found = [job(draw=False) for _, job in jobs]
+    missing = [i for i, result in enumerate(found) if result is None]
+    tasks = [jobs[i][1] for i in missing] + [task for task in extra or [] if task is not None]
+    drawn = _run_parallel(tasks, desc="report figures")
+    for i, result in zip(missing, drawn, strict=False):
+        found[i] = result
     results: dict = {name: [] for name in names}
-    for (name, _), result in zip(jobs, drawn, strict=True):
+    for (name, _), result in zip(jobs, found, strict=True):
         result.n_samples = int(np.sum(runs.y == runs.classes.index(result.name)))
         results[name].append(result)
     return results
+
+
+def _run_parallel(tasks: list, desc: str) -> list:
+    """Results of the callables ``tasks``, in order: in two processes when there are several,
+    with a progress bar."""
+    from joblib import Parallel, delayed
+
+    if len(tasks) <= 1:
+        return [task() for task in tasks]
+    logger.info("Drawing %d figure sets in 2 processes", len(tasks))
+    results = Parallel(n_jobs=2, return_as="generator")(delayed(task)() for task in tasks)
+    return list(progress(results, desc=desc, total=len(tasks), unit="figure set"))
 
 
 def _class_task_on(runs, c: int, n_steps: int, lead: int = 0):
@@ -825,13 +879,16 @@ def _class_task_on(runs, c: int, n_steps: int, lead: int = 0):
 
 
 def _mark_planted(results: dict, ground_truth: dict | None) -> None:
-    """With a simulator's ground truth, say which top regions were planted for the task."""
+    """With a simulator's ground truth, say which top regions were planted: for this task
+    only ("task") or for every task ("shared": they carry no information about which task)."""
     tasks = (ground_truth or {}).get("tasks", {})
+    shared = set((ground_truth or {}).get("shared_names", []))
     for classes in results.values():
         for result in classes:
             if result.name in tasks and result.top_regions is not None:
-                planted = set(tasks[result.name].get("planted_names", []))
-                result.top_regions["planted"] = ["yes" if r in planted else "" for r in result.top_regions["region"]]
+                planted = set(tasks[result.name].get("planted_names", [])) - shared
+                result.top_regions["planted"] = ["task" if r in planted else "shared (all tasks)" if r in shared
+                                                  else "" for r in result.top_regions["region"]]
 
 
 def _describe(config: dict, name: str) -> str:

@@ -146,3 +146,34 @@ def test_top_regions_ranked(atlas):
 def test_surface_bins(atlas, values, tmp_path):
     path = plotting.plot_surface_bins(values, atlas, t_r=1.0, n_bins=2, path=tmp_path / "s.png")
     assert Image.open(path).size[1] > 300
+
+
+def test_glass_brains_left_on_the_left_and_only_the_top_share(make_atlas, tmp_path):
+    # x runs right to left in the file (negative pixdim): the drawing must undo it.
+    affine = np.diag([-3.0, 3.0, 3.0, 1.0])
+    affine[:3, 3] = [12.0, -12.0, 0.0]  # x from 12 mm (right) to -9 mm (left)
+    data = np.zeros((8, 8, 8), np.int16)
+    data[6:, 2:6, 2:6] = 1  # x = -6, -9 mm: left hemisphere
+    data[:2, 2:6, 2:6] = 2  # x = 12, 9 mm: right hemisphere
+    atlas = make_atlas(nib.Nifti1Image(data, affine), pd.DataFrame(
+        {"index": [1, 2], "name": ["left", "right"], "network": ["n", "n"]}))
+    volume = plotting._mip_volume(time_average_img(np.array([[1.0, 0.1]]), atlas))
+
+    def coloured_columns(threshold):
+        canvas, panels = plotting._mip_row(volume, [0], cmap="YlOrRd", vmax=1.0, threshold=threshold)
+        left, right = panels[0][1]  # the coronal view
+        view = canvas[:, left:right]
+        coloured = (np.ptp(view, axis=2) > 0.05).any(axis=0)  # grey and white have R = G = B
+        return np.flatnonzero(coloured), right - left
+
+    columns, width = coloured_columns(0.0)
+    assert columns.min() < width / 2 < columns.max()  # both regions
+    columns, width = coloured_columns(0.5)
+    assert columns.size and columns.max() < width / 2  # only the left region, on the left
+
+    fig = plotting.plot_glass_brains(np.array([[1.0, 0.1]] * 4), atlas, t_r=1.0, n_bins=2,
+                                     top_share=0.5, path=tmp_path / "g.png")
+    png = Image.open(fig)
+    assert png.mode == "P" and round(png.info["dpi"][0]) >= 150  # palette PNG, 150 dpi
+    with pytest.raises(InvalidParameterError, match="top_share"):
+        plotting.plot_glass_brains(np.ones((4, 2)), atlas, t_r=1.0, top_share=0)

@@ -156,7 +156,7 @@ def full_report(tmp_path):
 
 
 def test_full_report_sections_images_and_no_network(full_report, tmp_path):
-    path = write_report(tmp_path / "report.html", full_report)
+    path = write_report(tmp_path / "report.html", full_report, embed_viewers=True)
     text = path.read_text()
     checker = parse(text)
     for anchor in (
@@ -222,7 +222,7 @@ def test_minimal_report_and_dict_input(tmp_path):
 
 def test_linked_viewers_and_bad_inputs(full_report, tmp_path):
     out = tmp_path / "sub"
-    text = write_report(out / "r.html", full_report, embed_viewers=False).read_text()
+    text = write_report(out / "r.html", full_report).read_text()  # linked by default
     assert 'href="../viewer.html"' in text and "srcdoc" not in text
     with pytest.raises(InvalidParameterError, match="Unknown Report field"):
         write_report(tmp_path / "x.html", {"titel": "typo"})
@@ -272,3 +272,36 @@ def test_class_figures_end_to_end(tmp_path, rng, affine):
     assert result.top_regions["region"].tolist()[0] in ("a", "b", "c")
     report = Report(models=[ModelResult("LSTM", ["WM"], classes=[result])])
     assert "model-lstm-class-wm" in parse(write_report(tmp_path / "r.html", report).read_text()).ids
+
+
+def test_class_figures_are_reused_until_their_inputs_change(tmp_path, rng, affine, monkeypatch):
+    import nibabel as nib
+
+    from fmri_ica.reporting import plotting
+    from fmri_ica.reporting.report import class_figures
+
+    class Atlas:
+        name, kind = "tiny", "labels"
+        img = nib.Nifti1Image(rng.choice(np.arange(4), size=(7, 8, 9)).astype(np.int16), affine)
+        labels = pd.DataFrame({"index": [1, 2, 3], "name": ["a", "b", "c"], "network": ["n1", "n1", "n2"]})
+        n_regions = 3
+
+    values = rng.random((12, 3))
+    options = dict(t_r=1.0, model="LSTM", class_name="WM", surface=False, animation=False,
+                   interactive=False)
+    first = class_figures(tmp_path, values, Atlas(), **options)
+    assert set(first.figures) == {"glass_brains", "heatmap", "top_regions_plot"}
+    stamps = {k: p.stat().st_mtime_ns for k, p in first.figures.items()}
+
+    def fail(*args, **kwargs):
+        raise AssertionError("a cached figure was drawn again")
+
+    monkeypatch.setattr(plotting, "plot_glass_brains", fail)
+    again = class_figures(tmp_path, values, Atlas(), **options)
+    assert again.figures == first.figures
+    assert {k: p.stat().st_mtime_ns for k, p in again.figures.items()} == stamps
+    assert class_figures(tmp_path, values + 1, Atlas(), **options, draw=False) is None
+    with pytest.raises(AssertionError, match="drawn again"):  # new values: drawn again
+        class_figures(tmp_path, values + 1, Atlas(), **options)
+    first.figures["heatmap"].unlink()  # a figure gone: drawn again
+    assert class_figures(tmp_path, values, Atlas(), **options, draw=False) is None

@@ -1,7 +1,8 @@
-"""One self-contained HTML report of a run: accuracy, when and where each model looks.
+"""One HTML report of a run: accuracy, when and where each model looks.
 
-The report is a single file: figures are embedded as base64 PNG/GIF, interactive brain
-viewers as ``<iframe srcdoc>``, styles inline; nothing is fetched when it is opened.
+Figures are embedded as base64 PNG/GIF and styles inline; the interactive brain viewers
+are linked files beside the report (or embedded as ``<iframe srcdoc>`` on request);
+nothing is fetched from the network when it is opened.
 Every text is HTML-escaped.
 
 Input: a :class:`Report` (or a dict with the same keys) holding :class:`ModelResult`
@@ -30,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .._utils import package_versions, write_text
+from .._utils import package_versions, write_json, write_text
 from ..exceptions import InputDataError, InvalidParameterError
 
 logger = logging.getLogger(__name__)
@@ -39,10 +40,11 @@ __all__ = ["Report", "ModelResult", "ClassResult", "write_report", "class_figure
 
 #: Figures of a class, in the order shown, with their captions.
 CLASS_FIGURES = {
-    "glass_brains": "Glass brains (maximum-intensity projections) of the mean saliency in each "
-    "time bin, on one colour scale.",
-    "surface": "Inflated fsaverage5 cortex sampled from the volume; grey: no saliency (below "
-    "0.1% of the maximum); sub-cortical and cerebellar regions are not shown.",
+    "glass_brains": "Glass brains (maximum-intensity projections: sagittal, coronal, axial) of the "
+    "mean saliency in each time bin, on one colour scale shared by the model's classes; regions "
+    "outside the top 20% of the class's (region, time bin) means are not drawn.",
+    "surface": "Inflated fsaverage5 cortex sampled from the volume, in the glass brains' time bins; "
+    "grey: no saliency (below 0.1% of the maximum); sub-cortical and cerebellar regions are not shown.",
     "animation": "The map over time (maximum-intensity projections); red mark: current time.",
     "heatmap": "Every region (rows, grouped by network) at every time step; grey strip: task ON.",
     "top_regions_plot": "The most salient regions, coloured by network.",
@@ -106,6 +108,8 @@ class ModelResult:
         ``accuracy`` and ``run_accuracy_ci``.
     group_figure : figure, optional
         Glass brains of the group test of trained against the permuted-label model's saliency.
+    confusion_figure : figure, optional
+        The test confusion matrix, already drawn (default: drawn from ``evaluation``).
     """
 
     name: str
@@ -117,6 +121,7 @@ class ModelResult:
     description: str = ""
     permuted: dict | None = None
     group_figure: Any = None
+    confusion_figure: Any = None
 
 
 @dataclass
@@ -216,10 +221,10 @@ def _image(figure: Any, alt: str) -> str:
     if figure is None:
         return ""
     if hasattr(figure, "savefig"):
+        from .plotting import save_png
+
         buffer = io.BytesIO()
-        figure.savefig(
-            buffer, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None}
-        )
+        save_png(figure, buffer)
         data, mime = buffer.getvalue(), "image/png"
     elif isinstance(figure, (bytes, bytearray)):
         data, mime = bytes(figure), "image/png"
@@ -542,7 +547,9 @@ def _accuracy_block(model: ModelResult) -> str:
     ]
     table = _table(rows, columns) if any(len(row) > 1 for row in rows) else ""
     figure = ""
-    if confusion is not None and model.class_names:
+    if model.confusion_figure is not None:
+        figure = f'<figure class="small">{_image(model.confusion_figure, model.name + " confusion matrix")}</figure>'
+    elif confusion is not None and model.class_names:
         import matplotlib.pyplot as plt
 
         from .plotting import plot_confusion_matrix
@@ -759,18 +766,18 @@ def _coerce(cls, value):
 
 
 def write_report(
-    path: str | os.PathLike, report: Report | dict, *, embed_viewers: bool = True
+    path: str | os.PathLike, report: Report | dict, *, embed_viewers: bool = False
 ) -> Path:
-    """Write the report as one self-contained HTML file.
+    """Write the report as one HTML file (figures embedded; viewers linked or embedded).
 
     Parameters
     ----------
     path : path ending in .html
     report : Report or dict
         See :class:`Report`; dicts are converted (also nested models and classes).
-    embed_viewers : bool, default=True
-        Embed the interactive viewers in the page (about 1 MB each); False links them
-        as files relative to the report instead.
+    embed_viewers : bool, default=False
+        Embed the interactive viewers in the page (about 0.7 MB each) instead of linking
+        them as files relative to the report (keep the folder together to open them).
 
     Returns
     -------
@@ -827,8 +834,12 @@ def class_figures(
     surface: bool = True,
     animation: bool = True,
     interactive: bool = True,
+    top_plot: bool = True,
+    heatmap: bool = True,
     vmax: float | None = None,
-) -> ClassResult:
+    cache: bool = True,
+    draw: bool = True,
+) -> ClassResult | None:
     """Draw every figure of one class of one model and return its :class:`ClassResult`.
 
     Parameters
@@ -843,81 +854,110 @@ def class_figures(
     stride : int, default=1
     task_on : bool array, shape (time,), optional
     n_bins : int, default=4
-        Time bins of the glass brains (the surface uses ``min(n_bins, 3)``).
+        Time bins of the glass brains and the surface views.
     top_k : int, default=15
     surface, animation, interactive : bool, default=True
-        Draw the slower figures (surface ~10 s, animation ~10 s, viewer ~2 s).
+        Draw the slower figures (surface ~10 s, animation ~5 s, viewer ~2 s).
+    top_plot, heatmap : bool, default=True
+        Draw the top regions as bars (the table is always there); draw the heatmap.
     vmax : float, optional
         Shared colour-scale top (e.g. across the classes of a model).
+    cache : bool, default=True
+        Reuse the figures of an earlier call with the same inputs (recorded in
+        ``<model>_<class>_figures.json`` with a hash of the values and every option).
+    draw : bool, default=True
+        False: return the cached figures' result, or None when they must be drawn.
 
     Returns
     -------
-    ClassResult
+    ClassResult or None
     """
-    from ..saliency.projection import time_average_img, top_regions
-    from . import plotting
+    from ..saliency.projection import top_regions
 
     out_dir = Path(out_dir)
     stem = f"{_anchor(model)}_{_anchor(class_name)}"
-    label = f"{model} · {class_name}"
-    figures = {
-        "glass_brains": plotting.plot_glass_brains(
-            values,
-            atlas,
-            t_r=t_r,
-            stride=stride,
-            n_bins=n_bins,
-            vmax=vmax,
-            title=f"{label}: saliency by time bin",
-            path=out_dir / f"{stem}_glass.png",
-        ),
-        "heatmap": plotting.plot_region_time_heatmap(
-            values,
-            atlas,
-            t_r=t_r,
-            stride=stride,
-            task_on=task_on,
-            title=f"{label}: saliency per region and time step",
-            path=out_dir / f"{stem}_heatmap.png",
-        ),
-        "top_regions_plot": plotting.plot_top_regions(
-            values,
-            atlas,
-            k=top_k,
-            title=f"{label}: top {top_k} regions",
-            path=out_dir / f"{stem}_top.png",
-        ),
-    }
-    if surface:
-        figures["surface"] = plotting.plot_surface_bins(
-            values,
-            atlas,
-            t_r=t_r,
-            stride=stride,
-            n_bins=min(n_bins, 3),
-            vmax=vmax,
-            title=f"{label}: cortical surface by time bin",
-            path=out_dir / f"{stem}_surface.png",
-        )
-    if animation:
-        figures["animation"] = plotting.animate_saliency(
-            values,
-            atlas,
-            t_r=t_r,
-            stride=stride,
-            title=label,
-            path=out_dir / f"{stem}_animation.gif",
-        )
-    viewer = None
-    if interactive:
-        viewer = plotting.save_interactive_view(
-            time_average_img(values, atlas),
-            out_dir / f"{stem}_viewer.html",
-            title=f"{class_name}: mean",
-        )
+    values = np.asarray(values, dtype=np.float64)
+    options = {"t_r": t_r, "stride": stride, "n_bins": n_bins, "top_k": top_k, "surface": surface,
+               "animation": animation, "interactive": interactive, "top_plot": top_plot, "heatmap": heatmap,
+               "vmax": vmax}
+    key = _figures_key(values, atlas, task_on, options)
+    record_path = out_dir / f"{stem}_figures.json"
+    figures, viewer = _cached_figures(record_path, key) if cache else (None, None)
+    if figures is None and not draw:
+        return None
+    if figures is None:
+        figures, viewer = _draw_figures(out_dir, stem, values, atlas, task_on, options,
+                                        label=f"{model} · {class_name}", class_name=class_name)
+        write_json(record_path, {"key": key, "figures": {k: Path(v).name for k, v in figures.items()},
+                                 "interactive": Path(viewer).name if viewer else None})
     return ClassResult(
         name=class_name,
         figures=figures,
         interactive=viewer,
         top_regions=top_regions(values, atlas, k=min(top_k, 10)),
     )
+
+
+def _figures_key(values: np.ndarray, atlas, task_on, options: dict) -> str:
+    """A hash of everything a class's figures depend on."""
+    from .cache import figure_key
+
+    return figure_key(values, np.asarray(atlas.img.affine), np.asarray(atlas.img.dataobj),
+                      None if task_on is None else np.asarray(task_on, dtype=bool),
+                      options, list(atlas.labels["name"]), atlas.name)
+
+
+def _cached_figures(record_path: Path, key: str):
+    """The figures recorded under ``key`` if every file is still there, else (None, None)."""
+    try:
+        record = json.loads(record_path.read_text())
+    except (OSError, ValueError):
+        return None, None
+    if record.get("key") != key:
+        return None, None
+    folder = record_path.parent
+    figures = {name: folder / file for name, file in record.get("figures", {}).items()}
+    viewer = folder / record["interactive"] if record.get("interactive") else None
+    if not all(p.is_file() for p in [*figures.values(), *([viewer] if viewer else [])]):
+        return None, None
+    return figures, viewer
+
+
+def _draw_figures(out_dir: Path, stem: str, values, atlas, task_on, options: dict, *, label: str,
+                  class_name: str):
+    from ..saliency.projection import time_average_img
+    from . import plotting
+
+    t_r, stride, n_bins, vmax = options["t_r"], options["stride"], options["n_bins"], options["vmax"]
+    figures = {
+        "glass_brains": plotting.plot_glass_brains(
+            values, atlas, t_r=t_r, stride=stride, n_bins=n_bins, vmax=vmax,
+            title=f"{label}: saliency by time bin", path=out_dir / f"{stem}_glass.png",
+        ),
+    }
+    if options["heatmap"]:
+        figures["heatmap"] = plotting.plot_region_time_heatmap(
+            values, atlas, t_r=t_r, stride=stride, task_on=task_on,
+            title=f"{label}: saliency per region and time step", path=out_dir / f"{stem}_heatmap.png",
+        )
+    if options["top_plot"]:
+        figures["top_regions_plot"] = plotting.plot_top_regions(
+            values, atlas, k=options["top_k"], title=f"{label}: top {options['top_k']} regions",
+            path=out_dir / f"{stem}_top.png",
+        )
+    if options["surface"]:
+        figures["surface"] = plotting.plot_surface_bins(
+            values, atlas, t_r=t_r, stride=stride, n_bins=n_bins, vmax=vmax,
+            title=f"{label}: cortical surface by time bin", path=out_dir / f"{stem}_surface.png",
+        )
+    if options["animation"]:
+        figures["animation"] = plotting.animate_saliency(
+            values, atlas, t_r=t_r, stride=stride, title=label, path=out_dir / f"{stem}_animation.gif",
+        )
+    viewer = None
+    if options["interactive"]:
+        viewer = plotting.save_interactive_view(
+            time_average_img(values, atlas), out_dir / f"{stem}_viewer.html",
+            title=f"{class_name}: mean over time (top 10% of voxels)",
+        )
+    return figures, viewer
