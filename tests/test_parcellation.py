@@ -277,7 +277,8 @@ def hcp(tmp_path):
 def test_parcellate_writes_time_series_and_sidecars(hcp, tmp_path):
     runs, atlas_path = hcp
     out = tmp_path / "out"
-    summary = parcellate(runs, str(atlas_path), out, progress=False, t_r=None)
+    summary = parcellate(runs, str(atlas_path), out, progress=False, t_r=None,
+                         confounds_strategy=None, high_pass=None)  # extract_timeseries' defaults
     assert summary.ok and len(summary.done) == 4
     files = find_timeseries(out)
     assert [f.name for f in files][0] == "sub-100307_task-MOTOR_run-LR_atlas-toy_timeseries.tsv"
@@ -562,7 +563,7 @@ def test_atlas_object_and_confounds_in_the_batch(hcp, tmp_path):
     runs, atlas_path = hcp
     atlas = load_atlas(atlas_path)
     summary = parcellate(
-        runs[:1], atlas, tmp_path / "o", confounds_strategy="simple", progress=False
+        runs[:1], atlas, tmp_path / "o", confounds_strategy="simple", progress=False, high_pass=None
     )
     assert summary.ok, summary
     data, sidecar = load_timeseries(find_timeseries(tmp_path / "o", atlas="toy")[0])
@@ -589,3 +590,15 @@ def test_an_atlas_that_cannot_be_had_fails_before_any_run(hcp, tmp_path):
     with pytest.raises(InputDataError, match="Cannot read atlas file"):
         parcellate(runs, str(tmp_path / "missing.nii.gz"), tmp_path / "o", progress=False)
     assert find_timeseries(tmp_path / "o") == []
+
+
+def test_parcellate_cleans_like_the_pipeline_by_default(hcp, tmp_path):
+    from fmri_ica.config import DEFAULTS
+
+    runs, atlas_path = hcp
+    parcellate(runs[:1], str(atlas_path), tmp_path / "a", progress=False)
+    explicit = {key: DEFAULTS["parcellation"][key] for key in ("detrend", "standardize", "high_pass", "low_pass")}
+    parcellate(runs[:1], str(atlas_path), tmp_path / "b", progress=False,
+               confounds_strategy=DEFAULTS["parcellation"]["confounds_strategy"], **explicit)
+    a, b = find_timeseries(tmp_path / "a")[0], find_timeseries(tmp_path / "b")[0]
+    assert a.read_bytes() == b.read_bytes()

@@ -7,7 +7,7 @@ import json
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", help="pipeline configuration file (.yaml, .yml or .toml)")
+    parser.add_argument("config", help="pipeline configuration file (.yaml, .yml, .toml or .json, e.g. a run's config.json)")
     parser.add_argument("--output", help="output folder (overrides 'output' in the config)")
     parser.add_argument(
         "--set", action="append", default=[], metavar="SECTION.KEY=VALUE",

@@ -51,6 +51,7 @@ from .._utils import (
     write_text,
 )
 from .._utils import progress as _progress
+from ..config import DEFAULTS
 from ..exceptions import InputDataError, InvalidParameterError, OutputBusyError
 from .atlases import Atlas, list_atlases, load_atlas
 from .runs import Run
@@ -76,12 +77,10 @@ STANDARDIZE = ("zscore_sample", "psc", None)
 _MIN_FRAMES = {"one": 19, "band": 34}
 _SIDECAR_VERSION = 1
 # extract_timeseries options a batch passes on (defaults filled in, so that leaving an
-# option out and giving its default hash the same).
+# option out and giving its default hash the same): the pipeline's, so that parcellate(),
+# `fmri-ica parcellate` and `fmri-ica run` clean alike by default.
 _EXTRACT_DEFAULTS = {
-    "detrend": True,
-    "standardize": "zscore_sample",
-    "high_pass": None,
-    "low_pass": None,
+    **{key: DEFAULTS["parcellation"][key] for key in ("detrend", "standardize", "high_pass", "low_pass")},
     "t_r": None,
 }
 
@@ -420,7 +419,7 @@ def parcellate(
     overwrite: bool = False,
     progress: bool = True,
     hrf_delay: float = 0.0,
-    confounds_strategy: str | Sequence[str] | None = None,
+    confounds_strategy: str | Sequence[str] | None = DEFAULTS["parcellation"]["confounds_strategy"],
     atlas_options: dict | None = None,
     cache_dir: str | os.PathLike | None = None,
     stale_lock_s: float = 600.0,
@@ -447,10 +446,12 @@ def parcellate(
         A progress bar on stderr.
     hrf_delay : float, default=0.0
         Seconds added to event onsets for the sidecar's per-frame conditions / task_on.
-    confounds_strategy : str, tuple or None, default=None
+    confounds_strategy : str, tuple or None, default="simple"
         None: no confound regression. Otherwise passed to
-        :func:`fmri_ica.data.confounds.load_run_confounds` (e.g. ``"simple"``), whose
-        ``sample_mask`` then selects the kept frames.
+        :func:`fmri_ica.data.confounds.load_run_confounds`, whose ``sample_mask`` then
+        selects the kept frames. The default is the pipeline's
+        (``fmri_ica.config.DEFAULTS["parcellation"]``), as are those of
+        ``**extract_options``.
     atlas_options : dict, optional
         Options for :func:`load_atlas` when ``atlas`` is a name.
     cache_dir : path, optional
@@ -461,7 +462,7 @@ def parcellate(
         process is gone is taken over at once). SIGTERM releases the locks held.
     **extract_options
         ``detrend``, ``standardize``, ``high_pass``, ``low_pass``, ``t_r`` for
-        :func:`extract_timeseries`.
+        :func:`extract_timeseries` (defaults: the pipeline's, e.g. ``high_pass=0.008``).
 
     Returns
     -------
@@ -480,7 +481,7 @@ def parcellate(
     unknown = set(extract_options) - set(_EXTRACT_DEFAULTS)
     if unknown:
         raise InvalidParameterError(f"parcellate got unknown option(s): {sorted(unknown)}.")
-    check_option("standardize", extract_options.get("standardize", "zscore_sample"), STANDARDIZE)
+    check_option("standardize", extract_options.get("standardize", _EXTRACT_DEFAULTS["standardize"]), STANDARDIZE)
     index, count = parse_shard(shard)
     selected = sorted(runs, key=lambda r: r.key)[index::count]
     spec = _AtlasSpec(atlas, dict(atlas_options or {}), cache_dir)
