@@ -122,8 +122,10 @@ def save_png(fig, path) -> None:
     from PIL import Image
 
     buffer = io.BytesIO()
-    # A constrained layout already fits its contents: no second draw for a tight box.
-    tight = None if isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine) else "tight"
+    # A constrained layout, or a figure laid out to fit (_canvas_figure), already holds its
+    # contents: no second draw for a tight box.
+    fitted = getattr(fig, "fitted", False) or isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine)
+    tight = None if fitted else "tight"
     fig.savefig(buffer, format="png", dpi=DPI, bbox_inches=tight, facecolor="white",
                 metadata={"Software": None})
     with Image.open(buffer) as image:
@@ -356,13 +358,12 @@ def plot_group_glass_brains(
     vmax = _shared_vmax(np.array([v["data"].max() for v in volumes]))
     rows = [_mip_row(volume, [0], cmap=GLASS_CMAP, vmax=vmax) for volume in volumes]
     canvas, rows_at = _stack_rows([row[0] for row in rows])
-    fig, ax = _canvas_figure(canvas, width=4.2)
+    title = textwrap.fill(title, 60) if title else None
+    fig, ax = _canvas_figure(canvas, width=4.2, title=title, top=0.15 * (title or "").count("\n"),
+                             colorbar=(GLASS_CMAP, vmax, "group z (FDR-thresholded)"))
     for (_, panels), top, label in zip(rows, rows_at, labels, strict=True):
         ax.text(0, top - 2, label, fontsize=7, va="bottom")
         _side_labels(ax, panels[0], top)
-    _colorbar(fig, fig.add_axes([0.93, 0.1, 0.02, 0.8]), GLASS_CMAP, 0, vmax, "group z (FDR-thresholded)")
-    if title:
-        fig.suptitle(textwrap.fill(title, 70), fontsize=8)
     return _finish(fig, path)
 
 
@@ -434,14 +435,14 @@ def plot_glass_brains(
     volume = _mip_volume(regions_to_img(means, atlas))
     threshold = _top_share_threshold(means, top_share)
     canvas, panels = _mip_row(volume, range(len(means)), cmap=GLASS_CMAP, vmax=vmax, threshold=threshold)
-    fig, ax = _canvas_figure(canvas, width=3.1 * len(means))
+    fig, ax = _canvas_figure(canvas, width=3.1 * len(means), top=0.2,
+                             title=title or "Saliency over the brain, by time bin",
+                             colorbar=(GLASS_CMAP, vmax, "mean saliency (a.u.)"))
     for k, bin_panels in enumerate(panels):
         left, right = bin_panels[0][0], bin_panels[-1][1]
         ax.text((left + right) / 2, -3, _bin_caption(edges[k], edges[k + 1], step), fontsize=8,
                 ha="center", va="bottom")
     _side_labels(ax, panels[0], 0)
-    _colorbar(fig, fig.add_axes([1.01, 0.1, 0.012, 0.8]), GLASS_CMAP, 0, vmax, "mean saliency (a.u.)")
-    ax.set_title(title or "Saliency over the brain, by time bin", fontsize=9, pad=16)
     return _finish(fig, path)
 
 
@@ -548,13 +549,27 @@ def _stack_rows(rows: list) -> tuple[np.ndarray, list[int]]:
     return np.concatenate(canvas), tops
 
 
-def _canvas_figure(canvas: np.ndarray, width: float):
-    """A figure ``width`` inches wide showing ``canvas`` (pixel coordinates, y down)."""
+def _canvas_figure(canvas: np.ndarray, width: float, *, title: str | None = None, top: float = 0.0,
+                   colorbar: tuple | None = None):
+    """A figure showing ``canvas`` (pixel coordinates, y down) ``width`` inches wide, with
+    ``top`` inches above it for captions and the ``title``, and on its right a colour bar
+    ``(cmap, vmax, label)``. Everything lies inside the figure: saved without a tight
+    bounding box, it is drawn once."""
     height = width * canvas.shape[0] / canvas.shape[1]
-    fig = plt.figure(figsize=(width, height))
-    ax = fig.add_axes([0, 0, 1, 1])
+    margin_top = top + (0.3 if title else 0.0)
+    right = 1.15 if colorbar else 0.0
+    fig = plt.figure(figsize=(width + right, height + margin_top))
+    fig_w, fig_h = width + right, height + margin_top
+    ax = fig.add_axes([0, 0, width / fig_w, height / fig_h])
     ax.imshow(canvas, interpolation="antialiased", aspect="equal")
     ax.set_axis_off()
+    if title:
+        fig.text(0.5 * width / fig_w, 1 - 0.05 / fig_h, title, fontsize=9, ha="center", va="top")
+    if colorbar:
+        cmap, vmax, label = colorbar
+        cax = fig.add_axes([(width + 0.12) / fig_w, 0.1 * height / fig_h, 0.1 / fig_w, 0.8 * height / fig_h])
+        _colorbar(fig, cax, cmap, 0, vmax, label)
+    fig.fitted = True  # see save_png
     return fig, ax
 
 
