@@ -43,8 +43,9 @@ CLASS_FIGURES = {
     "glass_brains": "Glass brains (maximum-intensity projections: sagittal, coronal, axial) of the "
     "mean saliency in each time bin, on one colour scale shared by the model's classes; regions "
     "outside the top 20% of the class's (region, time bin) means are not drawn.",
-    "surface": "Inflated fsaverage5 cortex sampled from the volume, in the glass brains' time bins; "
-    "grey: no saliency (below 0.1% of the maximum); sub-cortical and cerebellar regions are not shown.",
+    "surface": "Inflated fsaverage5 cortex, in the glass brains' time bins: each vertex shows the atlas "
+    "region under it; grey: no region there (a coarse grid misses thin cortex) or no saliency; "
+    "sub-cortical and cerebellar regions are not shown.",
     "animation": "The map over time (maximum-intensity projections); red mark: current time.",
     "heatmap": "Every region (rows, grouped by network) at every time step; grey strip: task ON.",
     "top_regions_plot": "The most salient regions, coloured by network.",
