@@ -29,10 +29,16 @@ def prepare_inputs(x, lengths, n_features: int):
     x : torch.Tensor
         (batch, max(lengths), n_features), exactly zero at padded steps (so garbage or
         NaN there can reach neither outputs nor gradients).
-    lengths : torch.Tensor
-        (batch,) int64 on the CPU (what packing wants).
+    lengths : torch.Tensor or None
+        (batch,) int64 on the CPU (what packing wants); None when no sequence is padded.
     valid : torch.Tensor
-        (batch, max(lengths)) bool.
+        (batch, max(lengths)) bool, on the device of ``x``.
+
+    Notes
+    -----
+    ``lengths`` are read here only, on the CPU (where packing wants them), never a value
+    on the device; with ``lengths=None`` nothing is read at all, so the forward pass that
+    follows has no host sync on its fast path (CUDA graphs, ``torch.compile``).
     """
     if not isinstance(x, torch.Tensor) or x.ndim != 3 or not x.is_floating_point():
         got = f"{tuple(x.shape)} {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
@@ -44,29 +50,37 @@ def prepare_inputs(x, lengths, n_features: int):
             f"Model input 'x' has {x.shape[2]} features but the model was built for "
             f"{n_features}; rebuild the model or select the right atlas/regions."
         )
-    batch, n_steps = x.shape[:2]
-    if lengths is None:
-        lengths = torch.full((batch,), n_steps, dtype=torch.long)
-    else:
-        lengths = torch.as_tensor(lengths)
-        if lengths.shape != (batch,) or lengths.is_floating_point():
-            raise InvalidParameterError(
-                f"'lengths' must be an integer tensor of shape ({batch},); got "
-                f"{tuple(lengths.shape)} {lengths.dtype}."
-            )
-        lengths = lengths.to("cpu", torch.long)
-        if batch and (int(lengths.min()) < 1 or int(lengths.max()) > n_steps):
-            raise InvalidParameterError(
-                f"'lengths' must lie in [1, {n_steps}] (the time axis of 'x'); got "
-                f"min {int(lengths.min())}, max {int(lengths.max())}."
-            )
-    n_steps = int(lengths.max()) if batch else n_steps
+    batch = x.shape[0]
+    lengths, n_steps = _check_lengths(lengths, batch, x.shape[1])
     x = x[:, :n_steps]
-    valid = torch.arange(n_steps)[None, :] < lengths[:, None]
-    valid = valid.to(x.device)
-    if bool((lengths < n_steps).any()):
-        x = torch.where(valid[..., None], x, torch.zeros((), dtype=x.dtype, device=x.device))
+    if lengths is None:
+        return x, None, torch.ones(batch, n_steps, dtype=torch.bool, device=x.device)
+    device_lengths = lengths.to(x.device, non_blocking=True)
+    valid = torch.arange(n_steps, device=x.device)[None, :] < device_lengths[:, None]
+    x = torch.where(valid[..., None], x, torch.zeros((), dtype=x.dtype, device=x.device))
     return x, lengths, valid
+
+
+# Reads the (CPU) lengths: torch.compile runs it eagerly, as one graph break.
+@torch.compiler.disable
+def _check_lengths(lengths, batch: int, n_steps: int):
+    """``(lengths or None, steps to keep)``: None when no sequence is shorter than the rest."""
+    if lengths is None:
+        return None, n_steps
+    lengths = torch.as_tensor(lengths)
+    if lengths.shape != (batch,) or lengths.is_floating_point():
+        raise InvalidParameterError(
+            f"'lengths' must be an integer tensor of shape ({batch},); got "
+            f"{tuple(lengths.shape)} {lengths.dtype}."
+        )
+    lengths = lengths.to("cpu", torch.long)
+    if batch and (int(lengths.min()) < 1 or int(lengths.max()) > n_steps):
+        raise InvalidParameterError(
+            f"'lengths' must lie in [1, {n_steps}] (the time axis of 'x'); got "
+            f"min {int(lengths.min())}, max {int(lengths.max())}."
+        )
+    n_steps = int(lengths.max()) if batch else n_steps
+    return (lengths if bool((lengths < n_steps).any()) else None), n_steps
 
 
 def make_rnn(cell_type: str, input_size: int, hidden_size: int, num_layers: int,
@@ -88,8 +102,8 @@ def run_rnn(rnn: nn.RNNBase, inputs: torch.Tensor, lengths: torch.Tensor,
         Batch-first.
     inputs : torch.Tensor
         (batch, time, F).
-    lengths : torch.Tensor
-        (batch,) on the CPU.
+    lengths : torch.Tensor or None
+        (batch,) on the CPU; None (nothing padded) skips packing without reading them.
     input_weights : list of torch.Tensor, optional
         Replacements for ``weight_ih_l0`` (and ``weight_ih_l0_reverse``), each (G, F):
         lets the first layer take pre-projected gate inputs, which ``nn.RNNBase.forward``
@@ -108,7 +122,7 @@ def run_rnn(rnn: nn.RNNBase, inputs: torch.Tensor, lengths: torch.Tensor,
     """
     n_steps = inputs.shape[1]
     # Packing sorts and copies the batch: skip it when nothing is padded.
-    packed = bool((lengths < n_steps).any())
+    packed = lengths is not None and _any_shorter(lengths, n_steps)
     if packed:
         inputs = pack_padded_sequence(inputs, lengths, batch_first=True, enforce_sorted=False)
     if input_weights is None:
@@ -122,11 +136,16 @@ def run_rnn(rnn: nn.RNNBase, inputs: torch.Tensor, lengths: torch.Tensor,
     return (out if outputs else None), h_n
 
 
+@torch.compiler.disable
+def _any_shorter(lengths, n_steps: int) -> bool:
+    return bool((lengths < n_steps).any())
+
+
 def _run_fused(rnn, inputs, input_weights):
     names = ["weight_ih_l0", "weight_ih_l0_reverse"][: len(input_weights)]
     replace = dict(zip(names, input_weights, strict=True))
-    weights = [replace.get(n, w) for n, w in zip(rnn._flat_weights_names, rnn._flat_weights,
-                                                  strict=True)]
+    # by name, not rnn._flat_weights: that list goes stale under torch.func.functional_call
+    weights = [replace.get(n, getattr(rnn, n)) for n in rnn._flat_weights_names]
     kind = "lstm" if isinstance(rnn, nn.LSTM) else "gru" if isinstance(rnn, nn.GRU) else "rnn"
     if kind == "rnn" and rnn.nonlinearity != "tanh":
         raise InvalidParameterError("Only tanh nn.RNN cells are supported.")

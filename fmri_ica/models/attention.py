@@ -18,6 +18,12 @@ When a batch does exceed it, we switch to an exact per-hop evaluation of
 ``exp(S_sk - L_tk)`` (never a shifted product), recomputed in the backward pass instead
 of stored: slower, equally exact, never inf/NaN.
 
+Host syncs. Whether a batch can exceed the limit is first decided from the weights alone:
+``range <= 2 ||W2_k||_1`` because the tanh lies in [-1, 1]. That bound is read from the
+device once per change of ``w2.weight`` (its version counter), not per batch; only when it
+exceeds the limit are the batch's scores read. So with trained or initial weights of the
+usual size, and ``lengths=None``, the forward pass never waits for the device.
+
 Forms. ``mean``: ``(1/r) sum_k q_tk sum_{s<=t} p_sk x_s``, computed in chunks of 32
 steps (dense causal product inside a chunk, running sums across chunks):
 O(T N (C + 2r)) work, O(T N) memory. ``matrix``: ``W vec(M_t) / ||M_t||`` hop by hop,
@@ -63,10 +69,30 @@ class InputCellAttention(nn.Module):
         self.n_features, self.r, self.d_a = n_features, r, d_a
         self.w1 = nn.Linear(n_features, d_a)
         self.w2 = nn.Linear(d_a, r)
+        self._bound_key: tuple | None = None
+        self._bound = math.inf
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         """Scores ``S``: (batch, time, r) for ``x``: (batch, time, N)."""
         return self.w2(torch.tanh(self.w1(x)))
+
+    # torch.compile cannot trace the version counter: it runs this eagerly (a graph break).
+    @torch.compiler.disable
+    def score_range_bound(self) -> float:
+        """An upper bound on every hop's score range, for any input: ``2 max_k ||W2_k||_1``.
+
+        Read from the device once per change of ``w2.weight`` (keyed on the tensor and its
+        version counter, which in-place updates under ``torch.no_grad()``, optimisers and
+        ``load_state_dict`` advance; writes through ``.data`` do not, so avoid those).
+        """
+        w = self.w2.weight
+        if not isinstance(w, nn.Parameter):  # e.g. a parametrisation: a new tensor per call
+            return float(2 * w.detach().abs().sum(1).max())
+        key = (id(w), w.data_ptr(), w._version, w.dtype, w.device)
+        if key != self._bound_key:
+            self._bound = float(2 * w.detach().abs().sum(1).max())
+            self._bound_key = key
+        return self._bound
 
     def weights(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """The explicit attention weights ``A``: (batch, r, time, time), zero above the diagonal.
@@ -79,15 +105,16 @@ class InputCellAttention(nn.Module):
         logits = s.transpose(1, 2)[:, :, None, :] - log_z.transpose(1, 2)[:, :, :, None]
         return torch.exp(logits.masked_fill(~causal, -math.inf))
 
-    def mean_embedding(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    def mean_embedding(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         """Mean of the ``r`` rows of every ``M_t``.
 
         Parameters
         ----------
         x : torch.Tensor
             (batch, time, N), zero at padded steps.
-        valid : torch.Tensor
-            (batch, time) bool, True at the valid steps (a prefix of each sequence).
+        valid : torch.Tensor or None, default=None
+            (batch, time) bool, True at the valid steps (a prefix of each sequence);
+            None when every step is valid.
 
         Returns
         -------
@@ -95,7 +122,7 @@ class InputCellAttention(nn.Module):
             (batch, time, N); rows at padded steps are finite but meaningless.
         """
         s = self.scores(x)
-        factors = _factors(s, valid)
+        factors = _factors(s, valid, self.score_range_bound())
         if factors is not None:
             return _chunked_mean(x, *factors)
         log_z = torch.logcumsumexp(s, dim=1)
@@ -103,7 +130,7 @@ class InputCellAttention(nn.Module):
         return mixing @ x
 
     def matrix_gates(
-        self, x: torch.Tensor, valid: torch.Tensor, weight: torch.Tensor
+        self, x: torch.Tensor, valid: torch.Tensor | None, weight: torch.Tensor
     ) -> torch.Tensor:
         """``W vec(M_t) / max(||M_t||, eps)`` for every t, without forming ``M``.
 
@@ -111,8 +138,8 @@ class InputCellAttention(nn.Module):
         ----------
         x : torch.Tensor
             (batch, time, N), zero at padded steps.
-        valid : torch.Tensor
-            (batch, time) bool.
+        valid : torch.Tensor or None
+            (batch, time) bool; None when every step is valid.
         weight : torch.Tensor
             (G, r * N): the gate weights acting on the flattened (row-major) ``M_t``.
 
@@ -132,7 +159,7 @@ class InputCellAttention(nn.Module):
         """
         s = self.scores(x)
         w = weight.reshape(weight.shape[0], self.r, self.n_features).transpose(0, 1)
-        factors = _factors(s, valid)
+        factors = _factors(s, valid, self.score_range_bound())
         if factors is not None:
             gates, sq_norm = _MatrixGates.apply(x, *factors, w)
         else:
@@ -151,18 +178,25 @@ class InputCellAttention(nn.Module):
         return f"n_features={self.n_features}, r={self.r}, d_a={self.d_a}"
 
 
-def _factors(s, valid):
+def _factors(s, valid, bound: float = math.inf):
     """``(p, q)`` with ``A[k,t,s] = q_tk p_sk``, or None when the score range is too wide.
 
     Padded steps come after the valid ones, so they never enter a valid step's prefix;
     they are left out of the range so that padding cannot change the numerics.
+    ``valid=None``: no padding. ``bound``: a known upper bound on the range (from the
+    weights); when it is within the limit the scores are not read (no host sync).
     """
     big = torch.finfo(s.dtype).max
-    detached, mask = s.detach(), valid[..., None]
-    padded = not bool(valid.all())
-    top = (detached.masked_fill(~mask, -big) if padded else detached).amax(1, keepdim=True)
-    bottom = (detached.masked_fill(~mask, big) if padded else detached).amin(1, keepdim=True)
-    if bool(((top - bottom) > math.log(big) / 2).any()):
+    limit = math.log(big) / 2
+    detached = s.detach()
+    if valid is None:
+        top, bottom = detached.amax(1, keepdim=True), detached.amin(1, keepdim=True)
+    else:
+        mask = valid[..., None]
+        top = detached.masked_fill(~mask, -big).amax(1, keepdim=True)
+        bottom = detached.masked_fill(~mask, big).amin(1, keepdim=True)
+    # 1% for the rounding of the scores themselves
+    if not bound * 1.01 <= limit and bool(((top - bottom) > limit).any()):
         return None
     centre = (top + bottom) / 2  # any constant is exact: no gradient through it
     p = torch.exp(s - centre)

@@ -78,6 +78,7 @@ class InputCellAttentionClassifier(nn.Module):
         """Logits (batch, n_classes) for ``x``: (batch, time, N), ``lengths``: (batch,)."""
         x, lengths, valid = prepare_inputs(x, lengths, self.n_features)
         x = self.dropout(x)
+        valid = None if lengths is None else valid  # None: nothing padded, nothing to mask
         if self.embedding == "mean":
             _, h_n = run_rnn(self.rnn, self.attention.mean_embedding(x, valid), lengths)
         else:

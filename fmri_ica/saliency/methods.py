@@ -10,8 +10,10 @@ long sequences need:
 - ``lengths`` travel to the model through ``additional_forward_args``, and padded steps
   (``t >= length``) get exactly zero attribution;
 - samples are processed in chunks of ``batch_size`` so memory stays bounded;
-- the paper's saliency, |d p_target / d x|, is computed in float64 by default, because
-  the softmax gradient of a confident network underflows in float32.
+- the paper's saliency, |d p_target / d x|, is safe in float32: the softmax (or
+  log-softmax) and its gradient are taken in float64 from the logits and rescaled per
+  sample before the float32 backward pass, because the plain float32 gradient of a
+  confident network underflows to exactly 0 (see :class:`ModelOutput`).
 
 DeepLift and DeepLiftShap are deliberately not offered: captum's rules cannot see
 inside LSTM/GRU gates, so on ``nn.LSTM`` DeepLift silently equals Input x Gradient and
@@ -21,7 +23,6 @@ loses its completeness property (see docs/saliency.md).
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 from collections.abc import Iterator
 
@@ -85,22 +86,118 @@ class ModelOutput(nn.Module):
     Parameters
     ----------
     model : nn.Module
-        ``model(x, lengths=None) -> logits (batch, classes)``.
+        ``model(x, lengths=None) -> logits (batch, classes)``. Never modified.
     output : {"probability", "logit", "log_probability"}, default="probability"
+    dtype : torch.dtype, optional
+        The dtype the model runs in; None: its own. Another dtype runs it on parameters
+        cast once, here (``torch.func.functional_call``), without copying the model.
+
+    Notes
+    -----
+    For ``probability`` and ``log_probability`` the forward pass takes inputs of any
+    float dtype and returns float64: the logits are cast to float64 and the softmax (or
+    log-softmax) taken there. Its backward pass computes the logits' gradient in float64,
+    in a form without cancellation (``p_y sum_{j != y} p_j`` rather than
+    ``p_y (1 - p_y)``), divides it by its largest entry per sample, runs the model's
+    backward pass in the model's dtype, and multiplies the input gradient back in
+    float64. So a confident network, whose softmax gradient lies far below float32's
+    range (e^-300 for a logit margin of 300), still gets its saliency map at float32
+    cost: equal to float64's within float32 rounding of the sample's largest entry
+    (~1e-6), its overall scale within the rounding of the float32 logits (the exponential
+    of the margin's error: ~1e-4 at a margin of 300).
     """
 
-    def __init__(self, model: nn.Module, output: str = "probability"):
+    def __init__(self, model: nn.Module, output: str = "probability", dtype=None):
         super().__init__()
         self.model = model
         self.output = check_option("output", output, OUTPUTS)
+        param = next(iter(model.parameters()), None)
+        own = param.dtype if param is not None else torch.get_default_dtype()
+        self.dtype = own if dtype is None else dtype
+        if not isinstance(self.dtype, torch.dtype) or not self.dtype.is_floating_point:
+            raise InvalidParameterError(
+                f"Invalid value for 'dtype': {dtype!r}. Use a floating torch.dtype, e.g. "
+                "torch.float64."
+            )
+        # Cast once per wrapper (one attribution call), not per chunk; detached: the
+        # parameters' gradients are never wanted here.
+        self._cast = None
+        if self.dtype != own:
+            self._cast = {
+                name: t.detach().to(self.dtype) if t.is_floating_point() else t
+                for name, t in [*model.named_parameters(), *model.named_buffers()]
+            }
+        #: dtype of the inputs given to captum (that of the returned attributions).
+        self.input_dtype = self.dtype if self.output == "logit" else torch.float64
+
+    def logits(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """The model's logits (batch, classes) for ``x`` (batch, time, features)."""
+        args = (x.to(self.dtype),) if lengths is None else (x.to(self.dtype), lengths)
+        if self._cast is None:
+            return self.model(*args)
+        return torch.func.functional_call(self.model, self._cast, args)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        logits = self.model(x) if lengths is None else self.model(x, lengths)
-        if self.output == "probability":
-            return torch.softmax(logits, dim=-1)
-        if self.output == "log_probability":
-            return torch.log_softmax(logits, dim=-1)
-        return logits
+        if self.output == "logit":
+            return self.logits(x, lengths)
+        scale = _Scale()
+        logits = self.logits(_RescaledCast.apply(x, self.dtype, scale), lengths)
+        return _SoftmaxHead.apply(logits, self.output == "log_probability", scale)
+
+
+class _Scale:
+    """Per-sample factors (batch,) set by :class:`_SoftmaxHead`'s backward pass."""
+
+    value: torch.Tensor | None = None
+
+
+class _RescaledCast(torch.autograd.Function):
+    """``x.to(dtype)``; the backward pass casts back and multiplies by the head's scale."""
+
+    @staticmethod
+    def forward(ctx, x, dtype, scale):
+        ctx.scale, ctx.x_dtype = scale, x.dtype
+        return x.to(dtype, copy=True)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        grad = grad.to(ctx.x_dtype)
+        factor = ctx.scale.value
+        if factor is not None:
+            if factor.shape[0] != grad.shape[0]:
+                raise InvalidParameterError(
+                    f"The model returned {factor.shape[0]} rows of logits for {grad.shape[0]}"
+                    " samples; saliency needs one row per sample."
+                )
+            grad = grad * factor.to(grad.dtype).reshape(-1, *[1] * (grad.dim() - 1))
+        return grad, None, None
+
+
+class _SoftmaxHead(torch.autograd.Function):
+    """(log-)softmax in float64, whose gradient reaches the logits rescaled per sample."""
+
+    @staticmethod
+    def forward(ctx, logits, log, scale):
+        log_p = torch.log_softmax(logits.double(), dim=-1)
+        ctx.save_for_backward(log_p)
+        ctx.log, ctx.scale, ctx.logits_dtype = log, scale, logits.dtype
+        return log_p if log else log_p.exp()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        (log_p,) = ctx.saved_tensors
+        p, grad = log_p.exp(), grad.double()
+        # sum_j over classes, written so that 1 - p_y is never formed (it rounds to 0)
+        if ctx.log:  # g_i - p_i sum_j g_j = sum_j (g_i p_j - p_i g_j)
+            grad = (grad[:, :, None] * p[:, None, :] - p[:, :, None] * grad[:, None, :]).sum(-1)
+        else:  # p_i (g_i - sum_j p_j g_j) = p_i sum_j p_j (g_i - g_j)
+            grad = p * (p[:, None, :] * (grad[:, :, None] - grad[:, None, :])).sum(-1)
+        factor = grad.abs().amax(dim=-1)
+        factor = torch.where(factor > 0, factor, torch.ones_like(factor))
+        ctx.scale.value = factor
+        return (grad / factor[:, None]).to(ctx.logits_dtype), None, None
 
 
 def attribute(
@@ -123,8 +220,8 @@ def attribute(
     ----------
     model : nn.Module
         ``model(x, lengths=None) -> logits``, x: (batch, time, features). Never
-        modified: a float64 copy is used when ``dtype`` differs from the model's, and
-        its training flag is restored.
+        modified or copied (another ``dtype`` runs it on cast parameters); its
+        training flag is restored.
     inputs : Tensor, shape (batch, time, features)
     target : int, Tensor of shape (batch,), or None
         Class to explain per sample; None explains the predicted class.
@@ -155,8 +252,13 @@ def attribute(
         Model output to explain. Default: probability for ``gradient`` and
         ``smoothgrad`` (as in the paper), logit for the others.
     dtype : torch.dtype, optional
-        Computation dtype. Default float64 when the output is the probability (its
-        gradient underflows in float32 for confident networks), else the model's dtype.
+        The dtype the model runs in. Default: its own (float32 for trained models):
+        for the probability and the log-probability this is safe, because their
+        gradient is taken in float64 and rescaled per sample before the model's
+        backward pass (see :class:`ModelOutput`); a sample whose map still comes out
+        all zero (e.g. saturated gates underflowing in float32) is recomputed with the
+        model in float64. ``torch.float64`` runs the whole model in float64, on
+        parameters cast once per call (no copy of the model).
     batch_size : int, default=64
         Samples per chunk; bounds memory (for TSR: perturbed copies per chunk).
     seed : int, default=0
@@ -167,7 +269,9 @@ def attribute(
     Returns
     -------
     Tensor, shape (batch, time, features)
-        Attributions in the computation dtype, on the inputs' device.
+        Attributions on the inputs' device: float64 for the probability and the
+        log-probability (their gradients can lie below float32's range), else in the
+        dtype the model runs in.
 
     Raises
     ------
@@ -197,15 +301,15 @@ def attribute(
         )
     opts = _resolve_options(method, options)
     output = check_option("output", output or _DEFAULT_OUTPUT[method], OUTPUTS)
-    with _prepared(model, x, output, dtype) as (wrapped, work_dtype):
-        x = x.to(work_dtype)
+    with _prepared(model, output, dtype) as wrapped:
         targets = _resolve_target(wrapped, x, target, lengths, batch_size)
+        x = x.to(wrapped.input_dtype)
         chunks, deltas = [], []
         starts = range(0, x.shape[0], batch_size)
         for start in progress(starts, desc=f"saliency[{method}]", enabled=show_progress):
             stop = start + batch_size
             sub_len = None if lengths is None else lengths[start:stop]
-            result = _attribute_chunk(
+            result = _attribute_checked(
                 wrapped, method, x[start:stop], targets[start:stop], sub_len, opts, seed + start
             )
             if isinstance(result, tuple):
@@ -254,8 +358,13 @@ def tsr(
 
     Parameters
     ----------
-    model, inputs, target, lengths, output, dtype, batch_size, seed, show_progress
+    model, inputs, target, lengths, output, batch_size, seed, show_progress
         As in :func:`attribute`; ``inputs`` (batch, time, features).
+    dtype : torch.dtype, optional
+        The dtype the model runs in. Default float64 (unlike :func:`attribute`): the
+        scores are sums of differences between the maps of nearly equal inputs, which
+        float32 rounding (about 1e-7 of the largest entry, per cell) would swamp for the
+        cells that matter little.
     base_method : str, default="gradient"
         Any :data:`METHODS` entry except ``tsr``.
     time_quantile : float in [0, 1), default=0.55
@@ -282,12 +391,12 @@ def tsr(
         raise InvalidParameterError(
             "'return_convergence_delta' is not available with method 'tsr'."
         )
-    with _prepared(model, x, output, dtype) as (wrapped, work_dtype):
-        x = x.to(work_dtype)
+    with _prepared(model, output, torch.float64 if dtype is None else dtype) as wrapped:
         targets = _resolve_target(wrapped, x, target, lengths, batch_size)
+        x = x.to(wrapped.input_dtype)
 
         def attr(batch, tgt, lens):
-            out = _attribute_chunk(wrapped, base_method, batch, tgt, lens, opts, seed)
+            out = _attribute_checked(wrapped, base_method, batch, tgt, lens, opts, seed)
             return _zero_padding(out.detach(), lens)
 
         maps = []
@@ -345,6 +454,26 @@ def _minmax_1d(values: torch.Tensor) -> torch.Tensor:
     if span <= 0:
         return torch.zeros_like(values)
     return (values - values.min()) / span
+
+
+def _attribute_checked(wrapped, method, x, target, lengths, opts, seed):
+    """:func:`_attribute_chunk`; samples whose map underflowed to all zeros are redone in
+    float64 (a float64 map that is all zero too is kept)."""
+    result = _attribute_chunk(wrapped, method, x, target, lengths, opts, seed)
+    if (isinstance(result, tuple) or method == "occlusion" or wrapped.output == "logit"
+            or wrapped.dtype == torch.float64):
+        return result
+    dead = torch.nonzero(result.flatten(1).abs().amax(dim=1) == 0).flatten()
+    if len(dead):
+        logger.info("Recomputing %d sample(s) in float64: their %s map underflowed in %s.",
+                    len(dead), method, wrapped.dtype)
+        exact = ModelOutput(wrapped.model, wrapped.output, torch.float64)
+        sub_len = None if lengths is None else lengths[dead.cpu()]
+        result = result.clone()
+        result[dead] = _attribute_chunk(
+            exact, method, x[dead], target[dead], sub_len, opts, seed
+        ).to(result.dtype)
+    return result
 
 
 def _attribute_chunk(wrapped, method, x, target, lengths, opts, seed):
@@ -437,22 +566,15 @@ def _seeded(seed: int, device: torch.device) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _prepared(model: nn.Module, x: torch.Tensor, output: str, dtype):
-    """Eval-mode, right-dtype wrapped model with cuDNN off; restores the caller's state."""
-    param = next(iter(model.parameters()), None)
-    model_dtype = param.dtype if param is not None else x.dtype
-    if dtype is None:
-        dtype = torch.float64 if output == "probability" else model_dtype
-    if not dtype.is_floating_point:
-        raise InvalidParameterError(f"Invalid value for 'dtype': {dtype}. Use a floating dtype.")
-    # A float64 copy: never change the dtype of the caller's model.
-    work = model if dtype == model_dtype else copy.deepcopy(model).to(dtype)
+def _prepared(model: nn.Module, output: str, dtype):
+    """The eval-mode wrapped model with cuDNN off; restores the caller's training flag."""
+    wrapped = ModelOutput(model, output, dtype)
     was_training = model.training
-    work.eval()
+    model.eval()
     try:
         # cuDNN RNN backward refuses eval mode; the native kernels do not.
         with torch.backends.cudnn.flags(enabled=False):
-            yield ModelOutput(work, output), dtype
+            yield wrapped
     finally:
         model.train(was_training)
 
@@ -497,11 +619,7 @@ def _resolve_target(wrapped, x, target, lengths, batch_size) -> torch.Tensor:
         with torch.no_grad():
             for start in range(0, n, batch_size):
                 sub_len = None if lengths is None else lengths[start : start + batch_size]
-                preds.append(
-                    wrapped.model(
-                        x[start : start + batch_size], *(() if sub_len is None else (sub_len,))
-                    ).argmax(dim=-1)
-                )
+                preds.append(wrapped.logits(x[start : start + batch_size], sub_len).argmax(dim=-1))
         return torch.cat(preds).to(x.device)
     if isinstance(target, int) and not isinstance(target, bool):
         return torch.full((n,), target, dtype=torch.long, device=x.device)
