@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._threads import resolve_threads, torch_threads
 from ._utils import check_option, seed_everything, write_json
 from .exceptions import InvalidParameterError
 
@@ -55,6 +56,12 @@ class TaskDecoder:
         many times.
     progress : bool, default=True
         A progress bar over the epochs.
+    threads : int, "auto" or None, default=1
+        torch's intra-op threads while fitting, predicting and explaining; the caller's
+        setting is restored afterwards. "auto": ``SLURM_CPUS_PER_TASK``, else the CPUs
+        this process may use; None: torch's current setting. One thread suits these
+        small recurrent models: a second saves little on an idle machine and costs many
+        times over on a busy one.
 
     Attributes
     ----------
@@ -75,7 +82,8 @@ class TaskDecoder:
     _estimator_type = "classifier"
 
     def __init__(self, model="ica", *, model_options=None, epochs=60, lr=1e-3, batch_size=32,
-                 patience=10, val_fraction=0.2, seed=0, device=None, out_dir=None, progress=True):
+                 patience=10, val_fraction=0.2, seed=0, device=None, out_dir=None, progress=True,
+                 threads=1):
         # Parameters only, stored unchanged: scikit-learn's clone() relies on it.
         self.model = model
         self.model_options = model_options
@@ -88,6 +96,7 @@ class TaskDecoder:
         self.device = device
         self.out_dir = out_dir
         self.progress = progress
+        self.threads = threads
 
     def fit(self, X, y, lengths=None, *, groups=None, validation_data=None) -> TaskDecoder:
         """Train on ``X`` (n, time, region) with labels ``y`` (n,).
@@ -119,6 +128,7 @@ class TaskDecoder:
         from .training import fit
 
         check_option("model", self.model, MODEL_KINDS)
+        resolve_threads(self.threads)
         if self.model_options is not None and not isinstance(self.model_options, dict):
             raise InvalidParameterError(
                 "Invalid value for 'model_options': expected a dict such as "
@@ -146,13 +156,14 @@ class TaskDecoder:
             X_val, val_lengths = _check_x(validation_data[0], _third(validation_data))
             y_val = _check_labels("validation_data[1]", validation_data[1], len(X_val))
             train, val = (X, y_index, lengths), (X_val, _encode(classes, y_val), val_lengths)
-        seed_everything(self.seed)
-        model = build_model(self.model, X.shape[2], len(classes), **(self.model_options or {}))
-        fit_result = fit(
-            model, train, val, epochs=self.epochs, lr=self.lr, batch_size=self.batch_size,
-            patience=self.patience, seed=self.seed, out_dir=self.out_dir, device=self.device,
-            progress=self.progress,
-        )
+        with torch_threads(self.threads):
+            seed_everything(self.seed)
+            model = build_model(self.model, X.shape[2], len(classes), **(self.model_options or {}))
+            fit_result = fit(
+                model, train, val, epochs=self.epochs, lr=self.lr, batch_size=self.batch_size,
+                patience=self.patience, seed=self.seed, out_dir=self.out_dir, device=self.device,
+                progress=self.progress,
+            )
         # Set together at the end, so a failed refit leaves no mix of old and new state.
         self.classes_, self.model_, self.fit_result_ = classes, model, fit_result
         return self
@@ -165,7 +176,8 @@ class TaskDecoder:
 
         model = self._fitted()
         X, lengths = _check_x(X, lengths, n_regions=_n_regions(model))
-        logits = predict_logits(model, torch.from_numpy(X), torch.from_numpy(lengths))
+        with torch_threads(self.threads):
+            logits = predict_logits(model, torch.from_numpy(X), torch.from_numpy(lengths))
         return torch.softmax(logits.double(), dim=1).numpy()
 
     def predict(self, X, lengths=None) -> np.ndarray:
@@ -194,11 +206,12 @@ class TaskDecoder:
         else:
             target = _encode(self.classes_, _check_labels("y", y, len(X)))
         device = next(model.parameters()).device  # CUDA when fit() found a GPU
-        result = attribute(
-            model, torch.from_numpy(X).to(device),
-            target=torch.from_numpy(np.asarray(target)).to(device),
-            method=method, lengths=torch.from_numpy(lengths), **options,
-        )
+        with torch_threads(self.threads):
+            result = attribute(
+                model, torch.from_numpy(X).to(device),
+                target=torch.from_numpy(np.asarray(target)).to(device),
+                method=method, lengths=torch.from_numpy(lengths), **options,
+            )
         return result.detach().cpu().numpy()
 
     def save(self, path) -> Path:

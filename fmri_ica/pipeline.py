@@ -27,7 +27,7 @@ from ._utils import (
     sha256_file,
     write_json,
 )
-from .config import config_hash
+from .config import config_hash, validate_config
 from .exceptions import InputDataError, InvalidParameterError
 from .saliency.scoring import planted_region_metrics
 
@@ -156,6 +156,11 @@ def run_pipeline(config: dict, stages: tuple[str, ...] = STAGES, *, shard=None,
 
     Returns the :class:`Workspace` holding the outputs; ``workspace.report`` is the HTML report.
     """
+    config = validate_config(config)  # every stage's values, before any work
+    from ._threads import DEFAULT_THREADS, set_torch_threads
+
+    # for the whole process, as the CLI would; a parcellate-only run does not import torch
+    set_torch_threads(config.get("threads", DEFAULT_THREADS), load_torch=set(stages) != {"parcellate"})
     if "linear" in config["models"]:
         raise InvalidParameterError("'models' must not name a model 'linear': that name is the linear reference's.")
     ws = Workspace(Path(config["output"]).resolve())

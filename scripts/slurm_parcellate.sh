@@ -10,6 +10,8 @@
 # re-submission skips finished runs, so resubmit the same command after failures or
 # timeouts. Extra arguments after the third are passed on to `fmri-ica parcellate`
 # (e.g. --task MOTOR --high-pass 0.008 --confounds-strategy simple).
+# One CPU per task: parcellation does not use torch (no --threads); for more CPUs per task
+# raise --cpus-per-task and pass --jobs with the same number (runs parcellated at once).
 # Pre-build the atlas cache once before a large array (optional):
 #   fmri-ica atlases build seitzman300 --target <one bold.nii.gz>
 #SBATCH --job-name=fmri-ica-parcellate

@@ -11,6 +11,13 @@
 #   fmri-ica run config.yaml --stage parcellate --stage samples
 #   sbatch --array=0-4 --gres=gpu:1 --wrap "fmri-ica train config.yaml --fold auto"
 #
+# CPUs: torch runs 'threads' threads per process (config key, default 1; override with
+# --threads N, or --threads auto for SLURM_CPUS_PER_TASK). One thread suits these small
+# models; with a GPU it hardly matters. The other CPUs serve parcellation.jobs (runs
+# parcellated at once) and the report's figure workers (2). Never ask for more threads
+# than --cpus-per-task: threads waiting for each other's cores make training many times
+# slower (0.4 s epochs became 11-19 s with 2 threads on 2 busy cores).
+#
 # Training checkpoints every epoch. Before preemption or the time limit SLURM sends SIGTERM
 # (--signal below); training saves its exact state and exits with status 143, and this
 # script requeues the job, which resumes where it stopped.

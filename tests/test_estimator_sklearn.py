@@ -72,7 +72,7 @@ def test_clone_gives_an_unfitted_decoder_with_equal_params(data):
 def test_get_params_set_params_round_trip():
     params = _decoder(lr=0.05, out_dir="runs/a").get_params()
     assert set(params) == {"model", "model_options", "epochs", "lr", "batch_size", "patience",
-                           "val_fraction", "seed", "device", "out_dir", "progress"}
+                           "val_fraction", "seed", "device", "out_dir", "progress", "threads"}
     decoder = TaskDecoder()
     assert decoder.set_params(**params) is decoder
     assert decoder.get_params() == params

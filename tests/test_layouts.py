@@ -360,5 +360,5 @@ def test_cli_lists_runs_as_table_and_json(tmp_path, capsys):
         "sub-100307_task-MOTOR_run-RL",
         "sub-100408_task-MOTOR_run-RL",
     ]
-    assert main(["runs", str(root), "--subject", "999"]) == 1
+    assert main(["runs", str(root), "--subject", "999"]) == 2
     assert "Present: '100307', '100408'" in capsys.readouterr().err

@@ -139,7 +139,7 @@ def test_rerun_skips_everything_and_changes_nothing(run_dir, caplog):
 
 def test_a_stage_refuses_upstream_outputs_made_with_other_parameters(run_dir, capsys):
     config = str(run_dir.parent / "config.yaml")
-    assert main(["-q", "train", config, "--set", "samples.window=20"]) == 1
+    assert main(["-q", "train", config, "--set", "samples.window=20"]) == 3
     error = capsys.readouterr().err
     assert "samples stage has not been run with the current parameters" in error
 

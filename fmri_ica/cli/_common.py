@@ -13,6 +13,27 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         "--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
         help="override one config value, e.g. --set training.epochs=5 (value read as JSON/YAML)",
     )
+    add_threads_argument(parser, "the config's 'threads', 1 unless set")
+
+
+def add_threads_argument(parser: argparse.ArgumentParser, default: str) -> None:
+    """``--threads N|auto``: torch's threads per process, resolved to a number."""
+    parser.add_argument(
+        "--threads", type=_threads, metavar="N",
+        help=f"torch threads per process (default: {default}); 'auto': "
+        "SLURM_CPUS_PER_TASK, else the CPUs this process may use. More than 1 rarely pays "
+        "for these small models and slows them down badly when other work shares the cores",
+    )
+
+
+def _threads(text: str) -> int:
+    from .._threads import resolve_threads
+    from ..exceptions import InvalidParameterError
+
+    try:
+        return resolve_threads(int(text) if text.strip().lstrip("-").isdigit() else text, "--threads")
+    except InvalidParameterError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def parse_set_options(items: list[str]) -> dict:
@@ -35,12 +56,17 @@ def parse_set_options(items: list[str]) -> dict:
 
 
 def load_config_from_args(args: argparse.Namespace) -> dict:
-    from ..config import load_config, merge_config
+    from ..config import load_config, merge_config, validate_config
 
     overrides = parse_set_options(args.set)
     if args.output:
         overrides["output"] = args.output
-    return merge_config(load_config(args.config), overrides, source="--set", replace_free_form=False)
+    if getattr(args, "threads", None) is not None:
+        overrides["threads"] = args.threads
+    # Validated after the overrides, so that --set can fix a bad value of the file.
+    config = merge_config(load_config(args.config, validate=False), overrides, source="--set",
+                          replace_free_form=False)
+    return validate_config(config, source=args.config if not overrides else f"{args.config} and --set")
 
 
 def run_stages(args: argparse.Namespace, stages: tuple[str, ...]) -> int:

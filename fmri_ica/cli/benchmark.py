@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._common import add_threads_argument
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
@@ -40,6 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     syn.add_argument("--models", nargs="+", help="subset of models (default: all five)")
     syn.add_argument("--seed", type=int, default=0, help="seed of data and training; default 0")
     syn.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    add_threads_argument(syn, "1, as the pipeline's")
     syn.add_argument("--no-progress", action="store_true", help="hide progress bars")
     syn.add_argument(
         "--methods",
@@ -72,7 +75,8 @@ def _add_fmri(sub) -> None:
     fmri.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="default 0 1 2")
     fmri.add_argument("--voxel-size", type=float, default=5.0, help="simulation grid (mm); default 5")
     fmri.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                      help="pipeline setting, e.g. --set training.epochs=20 (repeatable)")
+                      help="pipeline setting, e.g. --set training.epochs=20 or --set threads=2 "
+                      "(repeatable)")
     fmri.add_argument("--models", nargs="+", metavar="NAME",
                       help="keep only these of the configured models (default: all: ica-lstm lstm)")
     fmri.add_argument("--drop-data", action="store_true",
@@ -93,6 +97,7 @@ def _run_fmri(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     if args.benchmark == "fmri":
         return _run_fmri(args)
+    from .._threads import DEFAULT_THREADS, set_torch_threads
     from ..benchmark.synthetic import (
         compare_methods,
         format_methods_table,
@@ -100,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
         run_synthetic_benchmark,
     )
 
+    set_torch_threads(DEFAULT_THREADS if args.threads is None else args.threads, "--threads")
     results = run_synthetic_benchmark(
         args.out,
         args.profile,

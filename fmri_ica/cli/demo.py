@@ -5,9 +5,11 @@ to which task, and when), parcellates it, trains the input-cell attention LSTM a
 LSTM with 3-fold subject-grouped cross-validation (and each beside a copy trained on
 permuted labels), computes their saliency and their null models' on held-out subjects,
 projects it onto the brain as 4D NIfTI maps across time, and writes an HTML report. About 5
-minutes on 2 CPU cores; re-running skips finished work. The demo's data plant the signal in
-the parcels of the analysis atlas at high SNR: an easy case. `fmri-ica benchmark fmri` tests
-harder ones.
+minutes on 2 CPU cores; re-running skips finished work. torch runs one thread per process
+(--threads): on an idle 2-core machine a second thread saved 17% of a training epoch and
+nothing of `--quick`, but with a second demo running it made `--quick` 1.8x slower, and
+with other work on the cores 2.2x. The demo's data plant the signal in the parcels of the
+analysis atlas at high SNR: an easy case. `fmri-ica benchmark fmri` tests harder ones.
 
 Everything goes under --out (default ./fmri_ica_demo, about 0.9 GB, most of it the
 simulated images in data/): report.html, maps/, models/, saliency/, timeseries/, and
@@ -24,6 +26,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+
+from ._common import add_threads_argument
 
 #: The demo's configuration on top of the pipeline defaults (fmri_ica.config.DEFAULTS).
 DEMO = {
@@ -55,6 +59,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the simulation and training")
     parser.add_argument("--quick", action="store_true",
                         help="tiny data and few epochs: checks that everything runs, in about a minute")
+    add_threads_argument(parser, "1, as the pipeline's")
 
 
 def demo_config(out, *, seed: int = 0, quick: bool = False) -> dict:
@@ -93,6 +98,8 @@ def run(args) -> int:
     out = Path(args.out).resolve()
     subjects = min(args.subjects, 6) if args.quick else args.subjects
     config = demo_config(out, seed=args.seed, quick=args.quick)
+    if args.threads is not None:
+        config["threads"] = args.threads
     # Written first, so that an interrupted demo can be finished with `fmri-ica run`.
     write_config(config, out / "config.yaml")
     atlas = config["atlas"]

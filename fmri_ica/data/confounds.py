@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import shutil
@@ -38,16 +39,40 @@ def read_hcp_movement(path: str | os.PathLike) -> pd.DataFrame:
     Raises
     ------
     InputDataError
-        Missing file, non-numeric content or a column count other than 12 (e.g. the
-        6-column ``Movement_Regressors_dt.txt`` or ``Movement_AbsoluteRMS.txt``).
+        Missing, unreadable or empty file, non-numeric content, NaN or infinite values, or
+        a column count other than 12 (e.g. the 6-column ``Movement_Regressors_dt.txt`` or
+        ``Movement_AbsoluteRMS.txt``).
     """
     path = Path(path)
     if not path.is_file():
         raise InputDataError(f"Movement regressors not found: {path}")
     try:
-        values = np.loadtxt(path, ndmin=2, dtype=float)
+        text = path.read_text()
+    except OSError as error:
+        raise InputDataError(
+            f"Cannot read the movement regressors {path}: {error.strerror or error}. Check the "
+            "file's permissions."
+        ) from error
+    except UnicodeDecodeError as error:
+        raise InputDataError(f"{path} is not a text table of numbers ({error.reason}).") from error
+    if not text.strip():
+        raise InputDataError(
+            f"{path} is empty; HCP Movement_Regressors.txt holds one row of 12 numbers per "
+            "frame. Re-copy it from the HCP release, or set parcellation.confounds_strategy "
+            "to null (--confounds-strategy none) to go without motion regressors."
+        )
+    try:
+        values = np.loadtxt(io.StringIO(text), ndmin=2, dtype=float)
     except ValueError as error:
         raise InputDataError(f"{path} is not a numeric table: {error}") from error
+    bad = ~np.isfinite(values)
+    if bad.any():
+        rows = (np.flatnonzero(bad.any(axis=1)) + 1).tolist()
+        raise InputDataError(
+            f"{path} holds NaN or infinite values in {len(rows)} row(s) (line(s) "
+            f"{', '.join(map(str, rows[:5]))}{', ...' if len(rows) > 5 else ''}): re-copy it "
+            "from the HCP release, or set parcellation.confounds_strategy to null."
+        )
     if values.shape[1] != len(HCP_MOVEMENT_COLUMNS):
         raise InputDataError(
             f"{path} has {values.shape[1]} columns; HCP Movement_Regressors.txt has 12 "

@@ -93,7 +93,12 @@ def read_fsl_ev(path: str | os.PathLike) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise InputDataError(f"EV file not found: {path}")
-    text = path.read_text(errors="replace")
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as error:
+        raise InputDataError(
+            f"Cannot read the EV file {path}: {error.strerror or error}. Check its permissions."
+        ) from error
     if not text.strip():
         return pd.DataFrame({"onset": [], "duration": [], "amplitude": []}, dtype=float)
     try:
@@ -116,12 +121,12 @@ def _check_timing(frame: pd.DataFrame, path) -> None:
     bad = ~np.isfinite(frame[["onset", "duration"]].to_numpy(dtype=float)).all(axis=1)
     if bad.any():
         raise InputDataError(
-            f"{path}: onset/duration missing or not finite in row(s) {list(np.flatnonzero(bad) + 1)}."
+            f"{path}: onset/duration missing or not finite in row(s) {(np.flatnonzero(bad) + 1).tolist()}."
         )
     negative = frame["duration"].to_numpy() < 0
     if negative.any():
         raise InputDataError(
-            f"{path}: negative duration in row(s) {list(np.flatnonzero(negative) + 1)}."
+            f"{path}: negative duration in row(s) {(np.flatnonzero(negative) + 1).tolist()}."
         )
 
 
@@ -168,7 +173,15 @@ def read_events(run: Run) -> pd.DataFrame:
 
 
 def _read_ev_folder(folder: Path) -> tuple[pd.DataFrame, dict]:
-    files = sorted(p for p in folder.glob("*.txt") if p.stem.lower() not in _NOT_EVS)
+    try:  # glob would see an unreadable folder as an empty one
+        names = os.listdir(folder)
+    except OSError as error:
+        raise InputDataError(
+            f"Cannot list the EVs folder {folder}: {error.strerror or error}. Check its "
+            "permissions (reading it needs r and x, e.g. chmod u+rx)."
+        ) from error
+    files = sorted(folder / n for n in names  # as glob("*.txt"): no hidden files
+                   if n.endswith(".txt") and not n.startswith(".") and Path(n).stem.lower() not in _NOT_EVS)
     if not files:
         raise InputDataError(f"EVs folder {folder} holds no EV .txt files.")
     parts, sources = [], {}

@@ -145,11 +145,22 @@ def validate_bold(path: str | os.PathLike, *, deep: bool = False) -> BoldInfo:
     path = Path(path)
     if not path.is_file():
         raise InputDataError(f"BOLD image not found: {path}")
+    try:  # nibabel reports a file it may not read as one it cannot parse
+        with open(path, "rb"):
+            pass
+    except OSError as error:
+        raise InputDataError(_os_refusal(path, error)) from error
     try:
         img = nib.load(path)
         header = img.header
         shape = tuple(int(n) for n in img.shape)
         dtype = np.dtype(header.get_data_dtype())
+    except OSError as error:
+        if error.errno is None:  # e.g. gzip's BadGzipFile: the content, not the file system
+            raise InputDataError(
+                f"Cannot read the NIfTI image {path} ({type(error).__name__}: {error}). {_REDOWNLOAD}"
+            ) from error
+        raise InputDataError(_os_refusal(path, error)) from error
     except Exception as error:  # nibabel raises many types for damaged files
         raise InputDataError(
             f"Cannot read the NIfTI image {path} ({type(error).__name__}: {error}). {_REDOWNLOAD}"
@@ -171,6 +182,14 @@ def validate_bold(path: str | os.PathLike, *, deep: bool = False) -> BoldInfo:
         zooms=tuple(float(z) for z in header.get_zooms()),
         dtype=dtype,
     )
+
+
+def _os_refusal(path: Path, error: OSError) -> str:
+    """The file system refused to read ``path``: say so, not that the file is damaged."""
+    if isinstance(error, PermissionError):
+        return (f"Cannot read {path}: permission denied. Check its permissions and those of "
+                "the folders above it (ls -l), or ask its owner.")
+    return f"Cannot read {path}: {error.strerror or error}. Check the disk or network file system."
 
 
 def _check_complete(path: Path, expected: int, *, deep: bool) -> None:
@@ -252,6 +271,10 @@ def detect_layout(root: str | os.PathLike) -> str:
         return "manifest"
     if not root.is_dir():
         raise InputDataError(f"Data root not found: {root}")
+    try:  # glob would see an unreadable folder as an empty one
+        os.listdir(root)
+    except OSError as error:
+        raise InputDataError(_os_refusal(root, error)) from error
     if (root / "MNINonLinear" / "Results").is_dir() or any(root.glob("*/MNINonLinear/Results")):
         return "hcp"
     if _bids_bold_files(root):

@@ -161,7 +161,7 @@ def build_samples(
     if start < 0:
         raise InvalidParameterError(f"'start' must be >= 0 frames; got {start}.")
 
-    pieces, t_rs, region_names = [], set(), None
+    pieces, t_rs, region_names = [], {}, None
     for series, sidecar in runs:
         names = _region_names(sidecar, series.shape[1])
         if region_names is None:
@@ -171,12 +171,12 @@ def build_samples(
                 f"Run {sidecar.get('source', sidecar.get('subject'))!r} has other regions than "
                 "the first run: parcellate every run with the same atlas."
             )
-        t_rs.add(round(float(sidecar["t_r"]), 6))
+        t_rs.setdefault(round(float(sidecar["t_r"]), 6), []).append(_run_name(sidecar))
         pieces.extend(_windows(series, sidecar, label, window, start, step, frame_stride, pad_short))
     if not pieces:
         raise InputDataError("No samples: every run was shorter than the window or had no label.")
     if len(t_rs) > 1:
-        raise InputDataError(f"Runs have different TRs {sorted(t_rs)}: resample or select runs.")
+        raise InputDataError(_tr_mismatch(t_rs))
 
     found = sorted({p["label"] for p in pieces})
     classes = list(classes) if classes is not None else found
@@ -186,7 +186,7 @@ def build_samples(
             f"Invalid value for 'classes': {unknown} have no samples. Found: {found}."
         )
     pieces = [p for p in pieces if p["label"] in classes]
-    return _stack(pieces, classes, region_names, t_rs.pop() * frame_stride)
+    return _stack(pieces, classes, region_names, next(iter(t_rs)) * frame_stride)
 
 
 def windows_from_runs(samples: SampleSet, window: int, step: int, *,
@@ -239,6 +239,21 @@ def windows_from_runs(samples: SampleSet, window: int, step: int, *,
 def _check_positive(name: str, value: int) -> None:
     if int(value) != value or value < 1:
         raise InvalidParameterError(f"{name!r} must be a positive integer; got {value!r}.")
+
+
+def _run_name(sidecar: dict) -> str:
+    """A run as messages name it: its BOLD file, else its key."""
+    return str(sidecar.get("source_bold") or _run_key(sidecar))
+
+
+def _tr_mismatch(t_rs: dict) -> str:
+    """Name the runs whose TR differs from that of most runs."""
+    usual = max(t_rs, key=lambda t: len(t_rs[t]))
+    odd = [f"{name} ({t:g} s)" for t, names in sorted(t_rs.items()) if t != usual for name in names]
+    more = f" and {len(odd) - 3} more" if len(odd) > 3 else ""
+    return (f"Runs have different TRs: {len(t_rs[usual])} run(s) have {usual:g} s, but "
+            f"{'; '.join(odd[:3])}{more} differ. Resample those runs to {usual:g} s, or leave "
+            "them out (data.subjects / data.tasks / data.runs in the config).")
 
 
 def _region_names(sidecar: dict, n_regions: int) -> list[str]:

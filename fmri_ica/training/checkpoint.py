@@ -22,7 +22,7 @@ import torch
 
 from .. import __version__
 from .._utils import atomic_path, package_versions, write_json
-from ..exceptions import InputDataError
+from ..exceptions import InputDataError, InvalidParameterError
 
 __all__ = ["save_checkpoint", "load_model", "save_training_state", "load_training_state"]
 
@@ -95,7 +95,9 @@ def load_model(path_dir, map_location="cpu") -> torch.nn.Module:
     Raises
     ------
     InputDataError
-        If the folder lacks a file, or the sidecar has no model config.
+        If the folder lacks a file; the sidecar is damaged or has no model config;
+        ``model.pt`` is truncated, holds more than tensors (refused unread), or does not
+        fit the model the sidecar describes.
     """
     from ..models import model_from_config
 
@@ -106,16 +108,71 @@ def load_model(path_dir, map_location="cpu") -> torch.nn.Module:
                 f"Checkpoint folder {str(path_dir)!r} has no {name}; pass a folder written "
                 "by fmri_ica.training.save_checkpoint (e.g. <out_dir>/best)."
             )
-    sidecar = json.loads((path_dir / SIDECAR_FILE).read_text())
-    if not sidecar.get("config"):
+    sidecar_path = path_dir / SIDECAR_FILE
+    try:
+        sidecar = json.loads(sidecar_path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise InputDataError(
-            f"{path_dir / SIDECAR_FILE} has no model config (the model had no .config); "
+            f"{sidecar_path} is not valid JSON ({error}): the checkpoint is damaged; "
+            f"restore it from a copy, or train the model again.{_RETRAIN}"
+        ) from error
+    if not isinstance(sidecar, dict) or not sidecar.get("config"):
+        raise InputDataError(
+            f"{sidecar_path} has no model config (the model had no .config); "
             f"build the model yourself and load_state_dict(torch.load({MODEL_FILE!r}))."
         )
-    model = model_from_config(sidecar["config"])
-    state = torch.load(path_dir / MODEL_FILE, map_location=map_location, weights_only=True)
-    model.load_state_dict(state)
+    try:
+        model = model_from_config(sidecar["config"])
+    except InvalidParameterError as error:
+        raise InputDataError(f"{sidecar_path} describes no valid model: {error}{_RETRAIN}") from error
+    state = _load_tensors(path_dir / MODEL_FILE, map_location)
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as error:
+        first = str(error).strip().splitlines()
+        detail = " ".join(line.strip() for line in first[:3])
+        raise InputDataError(
+            f"The weights in {path_dir / MODEL_FILE} do not fit the model {sidecar_path} "
+            f"describes ({detail[:300]}): the two files come from different models. Restore "
+            f"both from the same run, or train the model again.{_RETRAIN}"
+        ) from None
     return model.to(map_location).eval()
+
+
+_RETRAIN = " (In a pipeline output: delete models/<model name>/ and run again to retrain it.)"
+
+
+def _load_tensors(path: Path, map_location) -> Any:
+    """``torch.load(path, weights_only=True)`` with errors that name the file and never
+    suggest loading it unsafely.
+
+    Raises
+    ------
+    InputDataError
+        The file holds code or types that are not plain containers of tensors and numbers
+        (refused, nothing executed), or it is truncated or damaged.
+    """
+    import pickle
+    import warnings
+    import zipfile
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 4": the error says it
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        # torch's own text advises weights_only=False, which would run the file's code
+        raise InputDataError(
+            f"refused to load {path}: it contains code objects or types that are not plain "
+            "tensors (not a fmri_ica checkpoint?). Nothing in it was run. Use only checkpoints "
+            f"fmri_ica wrote: delete this one and train again.{_RETRAIN}"
+        ) from None
+    except (RuntimeError, EOFError, KeyError, ValueError, IndexError, zipfile.BadZipFile) as error:
+        detail = str(error).strip().splitlines()[0][:120] if str(error).strip() else type(error).__name__
+        raise InputDataError(
+            f"{path} is truncated or damaged ({detail}): restore it from a copy, or train "
+            f"the model again.{_RETRAIN}"
+        ) from None
 
 
 def save_training_state(path_dir, state: dict[str, Any]) -> Path:
@@ -131,7 +188,7 @@ def load_training_state(path_dir, map_location="cpu") -> dict[str, Any] | None:
     path = Path(path_dir) / STATE_FILE
     if not path.is_file():
         return None
-    return torch.load(path, map_location=map_location, weights_only=True)
+    return _load_tensors(path, map_location)
 
 
 def get_rng_states() -> dict[str, Any]:
