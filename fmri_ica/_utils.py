@@ -253,7 +253,11 @@ def enable_logging(level: int | str = "INFO", *, stream=None) -> logging.Logger:
 
 
 def configure_logging(verbosity: int = 1) -> None:
-    """The CLI's logging: 0 warnings, 1 info, 2+ debug (see :func:`enable_logging`)."""
+    """The CLI's logging: 0 warnings, 1 info, 2+ debug (see :func:`enable_logging`).
+
+    Under torchrun, ranks other than 0 log warnings only (each line would print per rank)."""
+    if os.environ.get("RANK", "0") != "0":
+        verbosity = 0
     enable_logging({0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG))
 
 

@@ -44,6 +44,10 @@ DEFAULTS: dict[str, Any] = {
         "confounds_strategy": "simple",
         "hrf_delay": 0.0,
         "jobs": 1,
+        "allow_failures": 0,
+        # "auto": stream .nii/.nii.gz files frame by frame (same numbers, ~1/16 of the
+        # memory); "nilearn": load each run whole; "stream": stream or fail
+        "engine": "auto",
     },
     "samples": {
         "label": "task",
@@ -54,6 +58,8 @@ DEFAULTS: dict[str, Any] = {
         "step": 25,
         "frame_stride": 1,
         "split": [0.6, 0.2, 0.2],
+        # regions with a constant signal in every run (no brain voxels): "error" or "drop"
+        "empty_regions": "error",
     },
     "crossval": {"folds": 5, "val_folds": None},
     "models": {
@@ -556,6 +562,8 @@ _RULES = {
     "parcellation.confounds_strategy": _strategy,
     "parcellation.hrf_delay": _number(example="0 or 5 (seconds)"),
     "parcellation.jobs": _integer(1),
+    "parcellation.engine": lambda k, v, w: _choice(k, v, ("auto", "stream", "nilearn"), w),
+    "parcellation.allow_failures": _number(0, example="0 (none), 3 (runs) or 0.05 (a share of the runs)"),
     "samples.label": lambda k, v, w: _choice(k, v, ("task", "condition"), w),
     "samples.classes": _classes,
     "samples.mode": lambda k, v, w: _choice(k, v, ("runs", "windows"), w),
@@ -564,6 +572,7 @@ _RULES = {
     "samples.step": _integer(1, optional=True),
     "samples.frame_stride": _integer(1),
     "samples.split": _split,
+    "samples.empty_regions": lambda k, v, w: _choice(k, v, ("error", "drop", "keep"), w),
     "crossval.folds": _integer(2, optional=True),
     "crossval.val_folds": _integer(0, optional=True),
     "training.epochs": _integer(1),

@@ -9,6 +9,7 @@ stage whose marker matches; changing a parameter re-runs that stage and the stag
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._locks import FileLock
 from ._utils import (
     check_option,
     package_versions,
@@ -28,7 +30,8 @@ from ._utils import (
     write_json,
 )
 from .config import config_hash, validate_config
-from .exceptions import InputDataError, InvalidParameterError
+from .exceptions import InputDataError, InvalidParameterError, OutputBusyError
+from .provenance import fingerprint_tree, stale_reason
 from .saliency.scoring import planted_region_metrics
 
 logger = logging.getLogger(__name__)
@@ -40,9 +43,14 @@ STAGES = ("parcellate", "samples", "train", "explain", "project", "report")
 
 @dataclass(frozen=True)
 class Workspace:
-    """Where every stage reads and writes, below one output folder."""
+    """Where every stage reads and writes, below one output folder.
+
+    ``verify``: re-read every recorded output (and parcellated input) and compare checksums,
+    instead of trusting unchanged sizes and modification times.
+    """
 
     root: Path
+    verify: bool = False
 
     @property
     def timeseries(self) -> Path:
@@ -75,16 +83,51 @@ class Workspace:
     def marker(self, stage: str, name: str = "") -> Path:
         return self.root / ".stages" / f"{stage}{'-' + name if name else ''}.json"
 
+    def outputs(self, stage: str, name: str = "", info: dict | None = None) -> list[Path]:
+        """The files and folders a finished stage wrote (fingerprinted in its marker)."""
+        if stage == "parcellate":
+            tsvs = [self.root / p for p in (info or {}).get("outputs", [])]
+            return tsvs + [p.with_suffix(".json") for p in tsvs]
+        if stage == "train-fold":
+            model, fold = name.rsplit("-", 1)
+            return [self.fold_dir(model, int(fold))]
+        return {"samples": [self.samples], "train": [self.model_dir(name)],
+                "explain": [self.saliency_dir(name)], "project": [self.maps_dir(name)],
+                "report": [self.report]}[stage]
+
+
+_NOT_RUN = "not run with the current parameters"
+
+
+def _check_marker(ws: Workspace, stage: str, key: str, name: str = "") -> tuple[dict | None, str]:
+    """The stage's marker if it was written with ``key`` and its outputs are intact; else
+    (None, why not)."""
+    path = ws.marker(stage, name)
+    try:
+        marker = json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, ValueError) as error:
+        return None, f"its marker {path} cannot be read ({error}); the stage runs again"
+    if not isinstance(marker, dict) or marker.get("key") != key:
+        return None, _NOT_RUN
+    for relative, recorded in marker.get("fingerprints", {}).items():
+        reason = stale_reason(ws.root / relative, recorded, verify=ws.verify)
+        if reason:
+            return None, f"its output {reason} since the stage finished"
+    if "outputs" in marker:  # recorded relative to the output folder, so that it can move
+        marker["outputs"] = [str(ws.root / p) for p in marker["outputs"]]
+    return marker, ""
+
 
 def _marker(ws: Workspace, stage: str, key: str, name: str = "") -> dict | None:
-    """The stage's marker if it was written with ``key``, else None."""
-    path = ws.marker(stage, name)
-    marker = json.loads(path.read_text()) if path.is_file() else None
-    return marker if marker and marker.get("key") == key else None
+    """The stage's marker if it was written with ``key`` and its outputs are intact, else None."""
+    marker, why = _check_marker(ws, stage, key, name)
+    if marker is None and ws.marker(stage, name).is_file() and why != _NOT_RUN:
+        logger.warning("%s%s: %s.", stage, f" ({name})" if name else "", why)
+    return marker
 
 
 def _is_done(ws: Workspace, stage: str, key: str, name: str = "", output: Path | None = None) -> bool:
-    """True when the stage ran with ``key`` and its main ``output`` is still there."""
+    """True when the stage ran with ``key`` and its outputs are still there, unchanged."""
     if _marker(ws, stage, key, name) is None or (output is not None and not output.exists()):
         return False
     logger.info("Skipping %s%s: already done with these parameters.", stage, f" ({name})" if name else "")
@@ -93,32 +136,49 @@ def _is_done(ws: Workspace, stage: str, key: str, name: str = "", output: Path |
 
 def _require(ws: Workspace, stage: str, key: str, name: str = "") -> dict:
     """The marker of an upstream stage run with the current parameters, or a clear error."""
-    marker = _marker(ws, stage, key, name)
+    marker, why = _check_marker(ws, stage, key, name)
     if marker is None:
         what = f"{stage} stage ({name})" if name else f"{stage} stage"
+        state = "has not been run with the current parameters" if why == _NOT_RUN else f"must run again: {why}"
         raise InputDataError(
-            f"The {what} has not been run with the current parameters in {ws.root}: run "
-            f"'fmri-ica run CONFIG --stage {stage}' (or the whole pipeline) first."
+            f"The {what} {state} in {ws.root}: run 'fmri-ica run CONFIG --stage {stage}' (or the "
+            "whole pipeline) first."
         )
     return marker
 
 
 def _mark_done(ws: Workspace, stage: str, key: str, name: str = "", **info) -> None:
-    write_json(ws.marker(stage, name), {"key": key, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **info})
+    """Write the stage's marker: its key, what it reports, and its outputs' fingerprints."""
+    if "outputs" in info:
+        info["outputs"] = [Path(p).resolve().relative_to(ws.root).as_posix() for p in info["outputs"]]
+    fingerprints = fingerprint_tree(ws.root, ws.outputs(stage, name, info))
+    write_json(ws.marker(stage, name), {"key": key, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                        **info, "fingerprints": fingerprints})
+
+
+#: Parcellation settings that do not change its outputs (left out of the stage keys).
+_NOT_RESULTS = ("jobs", "allow_failures", "engine")
 
 
 def _stage_keys(config: dict, ws: Workspace) -> dict[str, str]:
     """Hash of the config each stage depends on, chained so later stages follow earlier ones.
 
-    The samples key also covers the list of parcellated runs, so a run that parcellates now
-    but failed before re-runs everything downstream. Settings that do not change results
+    The samples key also covers the parcellated runs (relative paths and checksums), so a run
+    that parcellates now but failed before, or was re-done for changed inputs, re-runs
+    everything downstream. Settings that do not change results
     (parallel jobs, device) are left out, so that e.g. parcellating with many jobs and
     training on a GPU node reuse each other's work.
     """
-    parcellation = {k: v for k, v in config["parcellation"].items() if k != "jobs"}
+    parcellation = {k: v for k, v in config["parcellation"].items() if k not in _NOT_RESULTS}
     training = {k: v for k, v in config["training"].items() if k != "device"}
-    keys = {"parcellate": config_hash(config["data"], config["atlas"], parcellation)}
-    runs = (_marker(ws, "parcellate", keys["parcellate"]) or {}).get("outputs")
+    # not data.root: the runs are identified by content (a moved data set stays finished)
+    data = {k: v for k, v in config["data"].items() if k != "root"}
+    keys = {"parcellate": config_hash(data, config["atlas"], parcellation)}
+    parcellated = _marker(ws, "parcellate", keys["parcellate"]) or {}
+    # each run's time series (checksum) and what made its sidecar (events, settings; not the
+    # sidecar's bytes, which change when a touched BOLD's new time is recorded)
+    runs = [sorted((path, print_["sha256"]) for path, print_ in parcellated.get("fingerprints", {}).items()
+                   if path.endswith(".tsv")), parcellated.get("run_parameters")]
     keys["samples"] = config_hash(keys["parcellate"], runs, config["samples"], config["crossval"],
                                   val_folds(config), config["seed"])
     keys["train"] = config_hash(keys["samples"], training, config["seed"],
@@ -135,7 +195,7 @@ def _model_key(stage_key: str, config: dict, name: str) -> str:
 
 
 def run_pipeline(config: dict, stages: tuple[str, ...] = STAGES, *, shard=None,
-                 fold=None) -> Workspace:
+                 fold=None, verify: bool = False) -> Workspace:
     """Run the given stages of the pipeline for ``config`` (see :mod:`fmri_ica.config`).
 
     Parameters
@@ -153,6 +213,15 @@ def run_pipeline(config: dict, stages: tuple[str, ...] = STAGES, *, shard=None,
         Train only this cross-validation fold ("auto": ``SLURM_ARRAY_TASK_ID``), for array
         jobs; the train stage is then not marked done, so run it once more without a fold
         (finished folds are skipped) to pool the folds.
+    verify : bool, default=False
+        Re-read finished stages' outputs and parcellated runs' inputs and compare their
+        checksums with those recorded (by default sizes and modification times are
+        compared, and checksums only where a time changed). A stage whose outputs changed
+        runs again.
+
+    Each stage that writes holds a lock file in ``<output>/.stages/`` while it runs; a second
+    process on the same output stops with :class:`~fmri_ica.exceptions.OutputBusyError`
+    naming the holder (a lock left by a killed process is taken over).
 
     Returns the :class:`Workspace` holding the outputs; ``workspace.report`` is the HTML report.
     """
@@ -163,20 +232,73 @@ def run_pipeline(config: dict, stages: tuple[str, ...] = STAGES, *, shard=None,
     set_torch_threads(config.get("threads", DEFAULT_THREADS), load_torch=set(stages) != {"parcellate"})
     if "linear" in config["models"]:
         raise InvalidParameterError("'models' must not name a model 'linear': that name is the linear reference's.")
-    ws = Workspace(Path(config["output"]).resolve())
+    ws = Workspace(Path(config["output"]).resolve(), verify=bool(verify))
     ws.root.mkdir(parents=True, exist_ok=True)
-    write_json(ws.root / "config.json", {"config": config, "versions": package_versions()})
+    if _launch_rank() in (None, 0):
+        write_json(ws.root / "config.json", {"config": config, "versions": package_versions()})
     for stage in STAGES:
         if stage in stages:
             logger.info("Stage %s", stage)
             keys = _stage_keys(config, ws)  # after parcellation, the runs it finished count
-            if stage == "parcellate":
-                parcellate_stage(config, ws, keys, shard=shard)
-            elif stage == "train":
-                train_stage(config, ws, keys, fold=_fold_index(fold))
-            else:
-                _STAGE_FUNCTIONS[stage](config, ws, keys)
+            with _stage_lock(ws, stage, _fold_index(fold)):
+                if stage == "parcellate":
+                    _on_rank_0(config, functools.partial(parcellate_stage, config, ws, keys, shard=shard))
+                elif stage == "train":  # every rank trains; samples and train coordinate ranks
+                    train_stage(config, ws, keys, fold=_fold_index(fold))
+                elif stage == "samples":
+                    samples_stage(config, ws, keys)
+                else:
+                    _on_rank_0(config, functools.partial(_STAGE_FUNCTIONS[stage], config, ws, keys))
     return ws
+
+
+def _on_rank_0(config: dict, stage) -> None:
+    """Run a stage that does not train once: under torchrun / srun on rank 0 while the other
+    ranks wait (and fail with it); otherwise just run it."""
+    if _launch_rank() is None:
+        stage()
+        return
+    from .training.distributed import current_runtime, run_on_main
+
+    run_on_main(current_runtime(config["training"]["device"]), stage)
+
+
+@contextlib.contextmanager
+def _stage_lock(ws: Workspace, stage: str, fold: int | None):
+    """Hold ``.stages/<stage>.lock`` while a stage writes (parcellation locks each run
+    instead, so array tasks share it; a fold trained alone locks its fold; under a
+    multi-process launch only rank 0 locks, for all ranks)."""
+    if stage == "parcellate" or _launch_rank() not in (None, 0):
+        yield
+        return
+    name = f"train-fold-{fold}" if stage == "train" and fold is not None else stage
+    lock = ws.root / ".stages" / f"{name}.lock"
+    try:
+        with FileLock(lock, stale_s=600.0):
+            yield
+    except OutputBusyError as error:
+        if lock.name not in str(error):
+            raise
+        raise OutputBusyError(
+            f"Another fmri-ica process is running the {stage} stage on {ws.root}: {error}. "
+            "Wait for it to finish and run again (finished work is skipped); a lock left by a "
+            "killed process is taken over after 10 minutes (at once on the same machine)."
+        ) from None
+
+
+def _launch_rank() -> int | None:
+    """This process's rank when launched as several (torchrun, a multi-task srun step);
+    None for a single process. Reads the environment only (no torch import)."""
+    import os
+
+    env = os.environ
+    tasks = env.get("SLURM_STEP_NUM_TASKS", env.get("SLURM_NTASKS", "1"))
+    if "WORLD_SIZE" not in env and not ("SLURM_STEP_ID" in env and tasks.isdigit() and int(tasks) > 1):
+        return None  # one process (a single-task array job too): no torch import needed
+    from .training.distributed import launch_info
+
+    info = launch_info()
+    return info.rank if info.distributed else None
 
 
 def _fold_index(fold) -> int | None:
@@ -208,38 +330,66 @@ def parcellate_stage(config: dict, ws: Workspace, keys: dict, *, shard=None) -> 
     never pick up files left by another configuration.
     """
     from .data.layouts import discover_runs
-    from .data.parcellation import parcellate
+    from .data.parcellation import parcellate, too_many_failures
 
     data, options = config["data"], config["parcellation"]
     if not data["root"]:
         raise InputDataError("No data: set 'data.root' in the config to an HCP, BIDS or manifest path.")
     runs = discover_runs(
         data["root"], data["layout"], subjects=data["subjects"], tasks=data["tasks"],
-        runs=data["runs"], t_r=data["t_r"],
+        runs=data["runs"], t_r=data["t_r"], keep_failed=True,
     )
-    summary = parcellate(
-        runs, config["atlas"]["name"], ws.timeseries, atlas_options=config["atlas"]["options"],
-        n_jobs=options["jobs"], hrf_delay=options["hrf_delay"],
+    run_all = functools.partial(
+        parcellate, atlas=config["atlas"]["name"], out_dir=ws.timeseries,
+        atlas_options=config["atlas"]["options"], n_jobs=options["jobs"], hrf_delay=options["hrf_delay"],
         confounds_strategy=options["confounds_strategy"], detrend=options["detrend"],
         standardize=options["standardize"], high_pass=options["high_pass"],
-        low_pass=options["low_pass"], shard=shard, progress=True,
+        low_pass=options["low_pass"], engine=options["engine"], verify=ws.verify,
     )
+    summary = run_all(runs, shard=shard)
     if shard is not None:
         logger.info("Parcellated shard %s; run the stage once more without a shard to finish it.", shard)
         return
+    if _busy_runs(summary):
+        summary = _wait_for_other_processes(summary, runs, run_all)
     rows = summary.table().to_dict("records")
     finished = [r["output"] for r in rows if r["status"] == "done" or r["reason"].startswith("finished")]
-    busy = [r["run"] for r in rows if r["status"] == "skipped" and r["output"] not in finished]
-    if busy:
-        raise InputDataError(
-            f"{len(busy)} run(s) are being parcellated by another process ({busy[:3]}...): "
-            "run this stage again when they are done."
-        )
     if not finished:
         raise InputDataError(f"Every run failed to parcellate; see the failures table in {ws.timeseries}.")
+    problem = too_many_failures(summary, options["allow_failures"])
+    if problem:
+        raise InputDataError(f"{problem} Or set parcellation.allow_failures (--allow-failures).")
     if summary.failed:
-        logger.warning("%d run(s) failed and are left out; see %s.", len(summary.failed), ws.timeseries)
-    _mark_done(ws, "parcellate", keys["parcellate"], outputs=finished, failed=summary.failed)
+        logger.warning("%d run(s) failed and are left out (allowed: parcellation.allow_failures %s); "
+                       "see %s.", len(summary.failed), options["allow_failures"], ws.timeseries)
+    parameters = {r["output"]: r.get("parameters_sha256") for r in rows}
+    _mark_done(ws, "parcellate", keys["parcellate"], outputs=finished, failed=summary.failed,
+               run_parameters=[parameters[path] for path in finished])
+
+
+#: How long ``run`` waits for runs that another process is parcellating (seconds).
+_BUSY_WAIT_S = 7200.0
+
+
+def _busy_runs(summary) -> list[str]:
+    """Runs skipped because another live process holds their lock."""
+    return [r["run"] for r in summary.rows if r["status"] == "skipped" and not r["reason"].startswith("finished")]
+
+
+def _wait_for_other_processes(summary, runs, run_all):
+    """Wait while other processes parcellate some of these runs (they hold the run locks),
+    then return the summary of every run."""
+    deadline = time.monotonic() + _BUSY_WAIT_S
+    busy = _busy_runs(summary)
+    while busy:
+        if time.monotonic() > deadline:
+            raise OutputBusyError(
+                f"{len(busy)} run(s) are still being parcellated by another process after "
+                f"{_BUSY_WAIT_S / 3600:g} h ({', '.join(busy[:3])}...): run this stage again later.")
+        logger.info("Waiting for %d run(s) that another process is parcellating...", len(busy))
+        time.sleep(2.0)
+        busy = _busy_runs(run_all([r for r in runs if r.key in busy], progress=False))
+    return run_all(runs, progress=False)  # every run finished or failed: the full summary
 
 
 def _load_atlas(config: dict, reference_img):
@@ -249,41 +399,49 @@ def _load_atlas(config: dict, reference_img):
 
 
 def samples_stage(config: dict, ws: Workspace, keys: dict) -> None:
-    """Whole runs (or fixed windows), subject-grouped folds, and each fold's scaler."""
+    """Whole runs (or fixed windows), subject-grouped folds, and each fold's scaler.
+
+    Under a multi-process launch (torchrun / srun) rank 0 builds and writes the samples while
+    the other ranks wait, so that every rank then reads the same files.
+    """
     from .data.parcellation import load_timeseries
     from .data.samples import Standardizer, build_samples
+    from .training.distributed import current_runtime, run_on_main
 
-    key = keys["samples"]
-    if _is_done(ws, "samples", key, output=ws.samples / "samples.npz"):
-        return
-    options = config["samples"]
-    check_option("samples.mode", options["mode"], ("runs", "windows"))
-    runs_mode = options["mode"] == "runs"
-    if runs_mode and options["label"] != "task":
-        raise InvalidParameterError(
-            "samples.mode 'runs' (random crops from whole runs) labels samples by their run's "
-            "task; for samples.label 'condition' set samples.mode to 'windows'."
+    def build() -> None:
+        key = keys["samples"]
+        if _is_done(ws, "samples", key, output=ws.samples / "samples.npz"):
+            return
+        options = config["samples"]
+        check_option("samples.mode", options["mode"], ("runs", "windows"))
+        runs_mode = options["mode"] == "runs"
+        if runs_mode and options["label"] != "task":
+            raise InvalidParameterError(
+                "samples.mode 'runs' (random crops from whole runs) labels samples by their run's "
+                "task; for samples.label 'condition' set samples.mode to 'windows'."
+            )
+        paths = _require(ws, "parcellate", keys["parcellate"])["outputs"]
+        samples = build_samples(
+            (load_timeseries(p) for p in paths), classes=options["classes"], label=options["label"],
+            window=None if runs_mode else options["window"], start=options["start"],
+            step=None if runs_mode else options["step"], frame_stride=options["frame_stride"],
+            pad_short=runs_mode, empty_regions=options["empty_regions"],
         )
-    paths = _require(ws, "parcellate", keys["parcellate"])["outputs"]
-    samples = build_samples(
-        (load_timeseries(p) for p in paths), classes=options["classes"], label=options["label"],
-        window=None if runs_mode else options["window"], start=options["start"],
-        step=None if runs_mode else options["step"], frame_stride=options["frame_stride"],
-        pad_short=runs_mode,
-    )
-    folds = _make_folds(config, samples)
-    records = []
-    for fold in folds:
-        scaler = Standardizer().fit(samples.subset(fold["train"]))
-        records.append({
-            **{name: sorted(set(samples.subjects[fold[name]].tolist())) for name in ("train", "val", "test")},
-            "standardizer": scaler.to_dict(),
-        })
-    samples.save(ws.samples / "samples.npz")
-    write_json(ws.samples / "folds.json", {"mode": options["mode"], "folds": records})
-    _mark_done(ws, "samples", key, n_samples=len(samples), classes=samples.classes,
-               shape=list(samples.x.shape), n_folds=len(folds),
-               n_subjects=int(len(set(samples.subjects.tolist()))))
+        folds = _make_folds(config, samples)
+        records = []
+        for fold in folds:
+            scaler = Standardizer().fit(samples.subset(fold["train"]))
+            records.append({
+                **{name: sorted(set(samples.subjects[fold[name]].tolist())) for name in ("train", "val", "test")},
+                "standardizer": scaler.to_dict(),
+            })
+        samples.save(ws.samples / "samples.npz")
+        write_json(ws.samples / "folds.json", {"mode": options["mode"], "folds": records})
+        _mark_done(ws, "samples", key, n_samples=len(samples), classes=samples.classes,
+                   shape=list(samples.x.shape), n_folds=len(folds),
+                   n_subjects=int(len(set(samples.subjects.tolist()))))
+
+    run_on_main(current_runtime(config["training"]["device"]), build)
 
 
 def _make_folds(config: dict, samples) -> list[dict]:
@@ -354,10 +512,18 @@ def _train_dataset(config: dict, samples, y=None):
 
 
 def train_stage(config: dict, ws: Workspace, keys: dict, *, fold: int | None = None) -> None:
-    """Train every model on every fold (or only ``fold``), then pool the held-out scores."""
+    """Train every model on every fold (or only ``fold``), then pool the held-out scores.
+
+    Under a multi-process launch (torchrun / srun) every rank trains (DistributedDataParallel);
+    rank 0 alone decides what is done and writes outputs and markers, the others wait.
+    """
+    from .training.distributed import current_runtime, run_on_main
+
+    runtime = current_runtime(config["training"]["device"])
     for name in config["models"]:
         model_key = _model_key(keys["train"], config, name)
-        if _is_done(ws, "train", model_key, name, output=ws.model_dir(name) / "evaluation.json"):
+        output = ws.model_dir(name) / "evaluation.json"
+        if run_on_main(runtime, functools.partial(_is_done, ws, "train", model_key, name, output=output)):
             continue
         _require(ws, "samples", keys["samples"])
         if fold is not None and fold >= n_folds(ws):
@@ -367,44 +533,67 @@ def train_stage(config: dict, ws: Workspace, keys: dict, *, fold: int | None = N
         for k in folds:
             _train_fold(config, ws, name, k, config_hash(model_key, k))
         if fold is not None:
-            logger.info("Trained fold %d of %s; run the stage without a fold to pool the folds.", fold, name)
+            if runtime.is_main:
+                logger.info("Trained fold %d of %s; run the stage without a fold to pool the folds.", fold, name)
             continue
-        summary = _pool_folds(config, ws, name)
-        _mark_done(ws, "train", model_key, name, **summary)
+
+        def pool(name=name, model_key=model_key) -> None:
+            _mark_done(ws, "train", model_key, name, **_pool_folds(config, ws, name))
+
+        run_on_main(runtime, pool)
 
 
 def _train_fold(config: dict, ws: Workspace, name: str, k: int, key: str) -> None:
-    """One model on one fold (skipped when done): the model, its permuted-label null, scores."""
-    from .saliency.nulls import permuted_labels
+    """One model on one fold (skipped when done): the model, its permuted-label null, scores.
 
+    Under a multi-process launch every rank trains; rank 0 alone prepares the folder, scores
+    the models and writes, while the others wait.
+    """
+    from .saliency.nulls import permuted_labels
+    from .training.distributed import current_runtime, run_on_main
+
+    runtime = current_runtime(config["training"]["device"])
     out = ws.fold_dir(name, k)
-    if _marker(ws, "train-fold", key, f"{name}-{k}") and (out / "evaluation.json").is_file():
-        logger.info("Skipping %s fold %d: already trained with these parameters.", name, k)
+
+    def prepare() -> Path | None:
+        if _marker(ws, "train-fold", key, f"{name}-{k}") and (out / "evaluation.json").is_file():
+            logger.info("Skipping %s fold %d: already trained with these parameters.", name, k)
+            return None
+        return _fresh_model_dir(out, key)
+
+    out = run_on_main(runtime, prepare)
+    if out is None:
         return
-    out = _fresh_model_dir(out, key)
     data = load_fold(ws, k)
     train, test = data["train"], eval_windows(config, data["test"])
     # without validation subjects (selection: last) the per-epoch check runs on one window per
     # training run: it shows the fit, and chooses nothing
     val = eval_windows(config, data["val"]) if len(data["val"]) else _first_windows(config, train) or train
-    logger.info("Training %s, fold %d/%d: %d training runs of %d subjects, testing %d subjects",
-                name, k + 1, n_folds(ws), len(train), len(set(train.subjects.tolist())),
-                len(set(test.subjects.tolist())))
+    if runtime.is_main:
+        logger.info("Training %s, fold %d/%d: %d training runs of %d subjects, testing %d subjects",
+                    name, k + 1, n_folds(ws), len(train), len(set(train.subjects.tolist())),
+                    len(set(test.subjects.tolist())))
     result = _fit(config, name, train, val, out / "trained")
     selection = config["training"]["selection"]
-    scores = {"test": _run_scores(out / "trained" / selection, test)}
     record = {"model": name, "fold": k, "classes": train.classes, "best_epoch": result.best_epoch,
               "selected_epoch": result.selected_epoch, "early_best": bool(result.early_best),
-              "test_subjects": sorted(set(test.subjects.tolist())), **scores}
-    if config["sanity"]["permuted_labels"]:
+              "test_subjects": sorted(set(test.subjects.tolist()))}
+    permuted = config["sanity"]["permuted_labels"]
+    if permuted:
         n_classes = len(train.classes)
         seed = config["seed"] + 1000 + k
         y_train = permuted_labels(train.y, train.subjects, n_classes, seed=seed)
         y_val = permuted_labels(val.y, val.subjects, n_classes, seed=seed)
         _fit(config, name, train, val, out / "permuted", y=y_train, y_val=y_val)
-        record["permuted"] = {"test": _run_scores(out / "permuted" / selection, test)}
-    write_json(out / "evaluation.json", record)
-    _mark_done(ws, "train-fold", key, f"{name}-{k}")
+
+    def finish() -> None:
+        record["test"] = _run_scores(out / "trained" / selection, test)
+        if permuted:
+            record["permuted"] = {"test": _run_scores(out / "permuted" / selection, test)}
+        write_json(out / "evaluation.json", record)
+        _mark_done(ws, "train-fold", key, f"{name}-{k}")
+
+    run_on_main(runtime, finish)
 
 
 def _fit(config: dict, name: str, train, val, out: Path, *, y=None, y_val=None):

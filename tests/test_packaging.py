@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-CONDA_NAMES = {"torch": "pytorch"}
+CONDA_NAMES = {"torch": "pytorch", "isal": "python-isal"}
 
 
 def _name_and_spec(requirement: str) -> tuple[str, str]:
@@ -22,7 +22,8 @@ def _name_and_spec(requirement: str) -> tuple[str, str]:
 def test_environment_yml_matches_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     wanted = dict(_name_and_spec(r) for r in project["dependencies"])
-    wanted.update(_name_and_spec(r) for r in project["optional-dependencies"]["test"])
+    for extra in ("test", "fast"):
+        wanted.update(_name_and_spec(r) for r in project["optional-dependencies"][extra])
     wanted["python"] = project["requires-python"]
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     conda = dict(_name_and_spec(d) for d in env["dependencies"] if isinstance(d, str) and d != "pip")

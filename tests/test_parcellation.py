@@ -448,7 +448,7 @@ def test_two_processes_share_an_output_folder(hcp, tmp_path):
         slow = parcellation._parcellate_one
         def one(*args):
             time.sleep(0.5)
-            slow(*args)
+            return slow(*args)
         parcellation._parcellate_one = one
         runs = discover_runs({str(root)!r})
         pathlib.Path({str(tmp_path)!r}, "ready_" + sys.argv[1]).touch()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -14,6 +15,33 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         help="override one config value, e.g. --set training.epochs=5 (value read as JSON/YAML)",
     )
     add_threads_argument(parser, "the config's 'threads', 1 unless set")
+    add_verify_argument(parser)
+
+
+def add_verify_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--verify", action="store_true",
+        help="re-read finished outputs and inputs and compare their checksums with those "
+        "recorded (default: compare sizes and times, checksums only where a time changed)",
+    )
+
+
+def add_allow_failures_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--allow-failures", type=_allowance, metavar="N",
+        help="go on (exit 0) when at most N runs failed to parcellate, or a share of them "
+        "(e.g. 0.05); default 0: any failed run is an error (the others are kept)",
+    )
+
+
+def _allowance(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number of runs (3) or a share (0.05); got {text!r}")
+    return int(value) if value.is_integer() else value
 
 
 def add_threads_argument(parser: argparse.ArgumentParser, default: str) -> None:
@@ -63,6 +91,8 @@ def load_config_from_args(args: argparse.Namespace) -> dict:
         overrides["output"] = args.output
     if getattr(args, "threads", None) is not None:
         overrides["threads"] = args.threads
+    if getattr(args, "allow_failures", None) is not None:
+        overrides.setdefault("parcellation", {})["allow_failures"] = args.allow_failures
     # Validated after the overrides, so that --set can fix a bad value of the file.
     config = merge_config(load_config(args.config, validate=False), overrides, source="--set",
                           replace_free_form=False)
@@ -73,8 +103,10 @@ def run_stages(args: argparse.Namespace, stages: tuple[str, ...]) -> int:
     from ..pipeline import run_pipeline
 
     workspace = run_pipeline(load_config_from_args(args), stages=stages,
-                             shard=getattr(args, "shard", None), fold=getattr(args, "fold", None))
-    print(json.dumps({"output": str(workspace.root), "stages": list(stages)}))
+                             shard=getattr(args, "shard", None), fold=getattr(args, "fold", None),
+                             verify=args.verify)
+    if os.environ.get("RANK", "0") == "0":  # once under torchrun
+        print(json.dumps({"output": str(workspace.root), "stages": list(stages)}))
     return 0
 
 
@@ -138,8 +170,9 @@ def add_discovery_arguments(
     parser.add_argument("--no-events", action="store_true", help=text["no_events"])
 
 
-def discover_from_args(args: argparse.Namespace) -> list:
-    """The runs that :func:`add_discovery_arguments`' options select."""
+def discover_from_args(args: argparse.Namespace, keep_failed: bool = False) -> list:
+    """The runs that :func:`add_discovery_arguments`' options select (``keep_failed``: see
+    :func:`~fmri_ica.data.layouts.discover_runs`)."""
     from ..data.layouts import discover_runs
 
     return discover_runs(
@@ -153,6 +186,7 @@ def discover_from_args(args: argparse.Namespace) -> list:
         raw_root=getattr(args, "raw_root", None),
         t_r=args.t_r,
         require_events=not args.no_events,
+        keep_failed=keep_failed,
     )
 
 

@@ -6,8 +6,12 @@ sub-<s>/[ses-<x>/]func/<run>_atlas-<atlas>_timeseries.tsv (+ .json sidecar).
 Finished runs are skipped on a re-run unless a parameter changed (or --overwrite).
 The cleaning defaults are the pipeline's (`parcellation` in fmri_ica/config.py), so
 `fmri-ica parcellate` and `fmri-ica run` clean alike unless told otherwise.
-A failed run is recorded (summary table, parcellate*_failures.tsv) and the others go on;
-the exit code is 1 if any run failed.
+A failed run (including one whose files are found wrong while listing the data set) is
+recorded (summary table, parcellate*_failures.tsv) and the others go on; the exit code is 1
+if more runs failed than --allow-failures accepts (default: none).
+A run is finished for the content of its inputs: edited events or confounds, or a replaced
+BOLD, redo it. A BOLD is compared by size and time, and by checksum when its time changed
+(always with --verify).
 
 --shard I/N processes runs I, I+N, I+2N... of the sorted list (I is 0-based: 0..N-1).
 --shard auto reads SLURM_ARRAY_TASK_ID / _MIN / _STEP / _COUNT, so any --array range
@@ -25,11 +29,14 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ..config import DEFAULTS
 from ._common import (
+    add_allow_failures_argument,
     add_atlas_option_argument,
     add_discovery_arguments,
+    add_verify_argument,
     discover_from_args,
     parse_key_values,
 )
@@ -120,9 +127,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="confound regression: 'simple' (HCP: the 12 movement regressors), 'scrubbing' or "
         "'compcor' (fMRIPrep), or 'none' (default: %(default)s)",
     )
+    parser.add_argument(
+        "--engine",
+        default=_CLEANING["engine"],
+        choices=["auto", "stream", "nilearn"],
+        help="'auto' streams .nii/.nii.gz files frame by frame (same numbers, a fraction of "
+        "the memory); 'nilearn' loads each run whole (default: %(default)s)",
+    )
     parser.add_argument("--cache-dir", help="atlas cache folder (default $FMRI_ICA_CACHE)")
     parser.add_argument("--overwrite", action="store_true", help="redo finished runs")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_allow_failures_argument(parser)
+    parser.set_defaults(allow_failures=_CLEANING["allow_failures"])
+    add_verify_argument(parser)
 
 
 def cleaning_options(args: argparse.Namespace) -> dict:
@@ -136,14 +153,17 @@ def cleaning_options(args: argparse.Namespace) -> dict:
         "confounds_strategy": None if strategy.lower() == "none" else strategy,
         "hrf_delay": args.hrf_delay,
         "jobs": args.jobs,
+        "allow_failures": args.allow_failures,
+        "engine": args.engine,
     }
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data.parcellation import parcellate
+    from ..data.parcellation import parcellate, too_many_failures
 
-    runs = discover_from_args(args)
+    runs = discover_from_args(args, keep_failed=True)
     options = cleaning_options(args)
+    allow = options.pop("allow_failures")
     summary = parcellate(
         runs,
         args.atlas,
@@ -156,7 +176,11 @@ def run(args: argparse.Namespace) -> int:
         confounds_strategy=options.pop("confounds_strategy"),
         atlas_options=parse_key_values(args.atlas_option),
         cache_dir=args.cache_dir,
+        verify=args.verify,
         **options,
     )
     print(summary)
-    return 0 if summary.ok else 1
+    problem = too_many_failures(summary, allow)
+    if problem:
+        print(f"fmri-ica parcellate: {problem}", file=sys.stderr)
+    return 1 if problem else 0

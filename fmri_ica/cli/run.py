@@ -25,12 +25,18 @@ Examples:
     fmri-ica run config.yaml --stage train --stage explain
     fmri-ica run config.yaml --set training.epochs=5 --output quick_check
     fmri-ica run config.yaml --stage train --fold 3     # one fold, e.g. a SLURM array task
+    fmri-ica run config.yaml --allow-failures 2 --verify
     fmri-ica run fmri_ica_demo/config.yaml --set training.epochs=30 --output demo30
 """
 
 from __future__ import annotations
 
-from ._common import add_config_arguments, add_fold_argument, run_stages
+from ._common import (
+    add_allow_failures_argument,
+    add_config_arguments,
+    add_fold_argument,
+    run_stages,
+)
 
 _STAGES = ("parcellate", "samples", "train", "explain", "project", "report")
 
@@ -47,6 +53,7 @@ def add_arguments(parser) -> None:
         "for array jobs; then run the stage once more without --shard to finish it",
     )
     add_fold_argument(parser)
+    add_allow_failures_argument(parser)
 
 
 def run(args) -> int:

@@ -303,6 +303,7 @@ def discover_runs(
     manifest: str | os.PathLike | None = None,
     t_r: float | None = None,
     require_events: bool = True,
+    keep_failed: bool = False,
 ) -> list[Run]:
     """List the runs of a data set, filtered, with their TR, events, confounds and mask.
 
@@ -334,6 +335,10 @@ def discover_runs(
     require_events : bool, default=True
         If True a run without events (no HCP ``EVs`` folder, no BIDS ``events.tsv``)
         is an error; if False its ``events`` is None.
+    keep_failed : bool, default=False
+        If True a run whose files are wrong (damaged or 3D BOLD, no TR, no events) is
+        listed with its error in ``run.extra["error"]`` instead of raising, so that a batch
+        job records it as that run's failure and goes on with the others.
 
     Returns
     -------
@@ -374,10 +379,15 @@ def discover_runs(
     _check_duplicates(candidates)
     resolve = {"hcp": _resolve_hcp, "bids": _resolve_bids, "manifest": _resolve_manifest}[layout]
     raw = None if raw_root is None else Path(raw_root).expanduser()
-    out = [
-        resolve(c, root=root, raw_root=raw, t_r=t_r, require_events=require_events)
-        for c in candidates
-    ]
+    out = []
+    for c in candidates:
+        try:
+            out.append(resolve(c, root=root, raw_root=raw, t_r=t_r, require_events=require_events))
+        except InputDataError as error:
+            if not keep_failed:
+                raise
+            logger.warning("%s: %s", c.key, error)
+            out.append(replace(c, extra={"error": str(error)}))
     if not out:
         logger.warning("No run under %s matches all the filters together", root)
     logger.info("Found %d %s run(s) under %s", len(out), layout, root)
@@ -476,6 +486,11 @@ def _bold_extra(info: BoldInfo, t_r_source: str, **more) -> dict:
 def _hcp_subject_dirs(root: Path) -> list[Path]:
     if (root / "MNINonLinear" / "Results").is_dir():
         return [root]
+    unreadable = [p.name for p in sorted(root.iterdir())
+                  if p.is_dir() and not os.access(p, os.R_OK | os.X_OK)]
+    if unreadable:
+        logger.warning("Skipped %d folder(s) of %s that cannot be read (permissions): %s",
+                       len(unreadable), root, ", ".join(unreadable))
     return sorted(p.parents[1] for p in root.glob("*/MNINonLinear/Results") if p.is_dir())
 
 

@@ -118,6 +118,7 @@ def build_samples(
     step: int | None = None,
     frame_stride: int = 1,
     pad_short: bool = False,
+    empty_regions: str = "error",
 ) -> SampleSet:
     """Cut labelled windows out of parcellated runs.
 
@@ -147,11 +148,17 @@ def build_samples(
     pad_short : bool, default=False
         Keep runs shorter than ``window`` (zero-padded, with their length); by default they
         are left out with a warning.
+    empty_regions : {"error", "drop", "keep"}, default="error"
+        What to do with regions whose signal is constant (no in-brain voxels: outside the
+        brain or the field of view) in *every* run: an error naming them, drop them from
+        every run (``region_names`` then lists the others), or keep the flat columns.
+        Regions flat in some runs only are kept (the parcellation sidecars list them).
 
     Returns
     -------
     SampleSet
     """
+    check_option("empty_regions", empty_regions, ("error", "drop", "keep"))
     check_option("label", label, ("task", "condition"))
     _check_positive("frame_stride", frame_stride)
     if window is not None:
@@ -161,7 +168,7 @@ def build_samples(
     if start < 0:
         raise InvalidParameterError(f"'start' must be >= 0 frames; got {start}.")
 
-    pieces, t_rs, region_names = [], {}, None
+    pieces, t_rs, region_names, flat, n_runs = [], {}, None, None, 0
     for series, sidecar in runs:
         names = _region_names(sidecar, series.shape[1])
         if region_names is None:
@@ -172,6 +179,8 @@ def build_samples(
                 "the first run: parcellate every run with the same atlas."
             )
         t_rs.setdefault(round(float(sidecar["t_r"]), 6), []).append(_run_name(sidecar))
+        constant = np.ptp(series, axis=0) == 0 if len(series) else np.ones(series.shape[1], bool)
+        flat, n_runs = (constant if flat is None else flat & constant), n_runs + 1
         pieces.extend(_windows(series, sidecar, label, window, start, step, frame_stride, pad_short))
     if not pieces:
         raise InputDataError("No samples: every run was shorter than the window or had no label.")
@@ -186,7 +195,28 @@ def build_samples(
             f"Invalid value for 'classes': {unknown} have no samples. Found: {found}."
         )
     pieces = [p for p in pieces if p["label"] in classes]
+    if flat.any() and empty_regions != "keep":
+        pieces, region_names = _drop_empty(pieces, region_names, flat, n_runs, empty_regions)
     return _stack(pieces, classes, region_names, next(iter(t_rs)) * frame_stride)
+
+
+def _drop_empty(pieces, region_names, flat, n_runs, policy):
+    """Leave out regions flat in every run (``policy`` "drop"), or say which they are."""
+    empty = [name for name, f in zip(region_names, flat, strict=True) if f]
+    if policy == "error" or len(empty) == len(region_names):
+        raise InputDataError(
+            f"{len(empty)} of {len(region_names)} atlas region(s) have a constant signal in every "
+            f"one of the {n_runs} runs: {', '.join(empty[:10])}{' ...' if len(empty) > 10 else ''}. "
+            "They have no voxels with brain signal (outside the brain or the field of view?). "
+            "Check that the atlas and the images are in the same space, or leave these regions "
+            "out of every run with samples.empty_regions: drop."
+        )
+    logger.warning("Leaving out %d region(s) with a constant signal in every run: %s",
+                   len(empty), ", ".join(empty))
+    keep = ~flat
+    for piece in pieces:
+        piece["x"] = piece["x"][:, keep]
+    return pieces, [name for name, k in zip(region_names, keep, strict=True) if k]
 
 
 def windows_from_runs(samples: SampleSet, window: int, step: int, *,

@@ -18,6 +18,7 @@ __all__ = [
     "RunCropDataset",
     "EpochSampler",
     "as_dataset",
+    "fetch_batch",
     "iter_batches",
     "set_dataset_epoch",
     "sliding_windows",
@@ -134,12 +135,31 @@ class EpochSampler:
     """Sample indices ``0..n-1``; shuffled with a generator seeded by ``seed + epoch``.
 
     The order is a pure function of ``(seed, epoch)``, as in
-    ``torch.utils.data.DistributedSampler`` (which can replace it under DDP), so resuming
-    needs only the epoch number: no generator state is carried between epochs.
+    ``torch.utils.data.DistributedSampler``, so resuming needs only the epoch number: no
+    generator state is carried between epochs. With ``world_size > 1`` every rank draws the
+    same permutation, cuts it into the same global batches as one process would, and takes
+    the strided share ``batch[rank::world_size]`` of each (:meth:`local_batches`): the ranks'
+    shares are disjoint and together are exactly one process's batches, so a run's steps
+    (and a saved step count) mean the same in any number of processes.
+
+    Parameters
+    ----------
+    n : int
+        Number of samples.
+    seed : int, default=0
+    shuffle : bool, default=True
+    rank, world_size : int, default=0, 1
+        This process's rank among ``world_size`` processes.
     """
 
-    def __init__(self, n: int, seed: int = 0, shuffle: bool = True):
+    def __init__(self, n: int, seed: int = 0, shuffle: bool = True, *, rank: int = 0,
+                 world_size: int = 1):
+        if not 0 <= rank < world_size:
+            raise InvalidParameterError(
+                f"Invalid value for 'rank': {rank}. Expected 0 <= rank < world_size ({world_size})."
+            )
         self.n, self.seed, self.shuffle, self.epoch = n, seed, shuffle, 0
+        self.rank, self.world_size = rank, world_size
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -153,6 +173,23 @@ class EpochSampler:
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
         return iter(torch.randperm(self.n, generator=generator).tolist())
 
+    def local_batches(self, batch_size: int, start: int = 0) -> Iterator[tuple[torch.Tensor, int]]:
+        """This rank's share of each global batch, from global batch ``start`` on.
+
+        Yields
+        ------
+        indices : torch.Tensor of int64, shape (k,)
+            ``batch[rank::world_size]``. When a (last) global batch has fewer samples than
+            there are ranks, a rank with no share gets the batch's first index so that it
+            still takes part in the step; ``n_real`` is then 0 and it must weigh it 0.
+        n_real : int
+            How many of ``indices`` are this rank's share.
+        """
+        order = torch.as_tensor(list(self), dtype=torch.long)
+        for chunk in order.split(batch_size)[start:]:
+            share = chunk[self.rank :: self.world_size]
+            yield (share, len(share)) if len(share) else (chunk[:1], 0)
+
 
 def iter_batches(dataset: Dataset, indices, batch_size: int, start: int = 0):
     """Yield ``(x, y, lengths or None)`` batches of ``indices``, skipping the first ``start``.
@@ -161,10 +198,12 @@ def iter_batches(dataset: Dataset, indices, batch_size: int, start: int = 0):
     """
     indices = torch.as_tensor(list(indices), dtype=torch.long)
     for chunk in indices.split(batch_size)[start:]:
-        yield _fetch(dataset, chunk)
+        yield fetch_batch(dataset, chunk)
 
 
-def _fetch(dataset: Dataset, chunk: torch.Tensor):
+def fetch_batch(dataset: Dataset, chunk: torch.Tensor):
+    """``(x, y, lengths or None)`` of the items ``chunk`` (int64 tensor) of ``dataset``,
+    through Subsets, in one ``get_batch`` call where the data set has one."""
     base, index = dataset, chunk
     while isinstance(base, Subset):
         index, base = torch.as_tensor(base.indices, dtype=torch.long)[index], base.dataset
@@ -282,14 +321,19 @@ class RunCropDataset(Dataset):
             raise IndexError(f"RunCropDataset index out of range 0..{len(self) - 1}.")
         runs = indices // self.crops_per_run
         crop_lengths = self.lengths[runs].clamp(max=self.window)
-        x = _gather(self.x, runs, self.starts[indices], crop_lengths, self.window)
+        x = self._crops(runs, self.starts[indices], crop_lengths)
         if self.noise_std > 0:
-            x += self.noise_std * self._noise(indices) * _valid(crop_lengths, self.window)
+            x += self.noise_std * self._noise(indices, x.shape[2]) * _valid(crop_lengths, self.window)
         return x, self.y[runs], crop_lengths
 
-    def _noise(self, indices: torch.Tensor) -> torch.Tensor:
+    def _crops(self, runs, starts, crop_lengths) -> torch.Tensor:
+        """(batch, window, features) crops of ``runs``, zero beyond ``crop_lengths``; a data
+        set that keeps its runs elsewhere (e.g. memory-mapped) overrides this."""
+        return _gather(self.x, runs, starts, crop_lengths, self.window)
+
+    def _noise(self, indices: torch.Tensor, n_features: int) -> torch.Tensor:
         # One seed per item keeps an item's noise independent of its batch.
-        noise = torch.empty(len(indices), self.window, self.x.shape[2])
+        noise = torch.empty(len(indices), self.window, n_features)
         generator = torch.Generator()
         for row, i in zip(noise, indices.tolist(), strict=True):
             torch.randn(row.shape, generator=generator.manual_seed(self.noise_seeds[i]), out=row)

@@ -1,6 +1,7 @@
 """The training loop: Adam on cross-entropy, model selection on validation, exact resume.
 
-One process, one device for now. What DistributedDataParallel will change is kept in
+One process, or several launched by torchrun / srun (DistributedDataParallel, see
+:mod:`fmri_ica.training.distributed`). What differs between the two is kept in
 :class:`Runtime` (device, rank, model wrapper, sampler, cross-rank reductions), and every
 write happens only where ``runtime.is_main``.
 """
@@ -15,10 +16,11 @@ import numbers
 import signal
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .._utils import (
@@ -32,6 +34,7 @@ from .._utils import (
 )
 from .._utils import progress as progress_bar
 from ..exceptions import InvalidParameterError
+from . import distributed
 from .checkpoint import (
     STATE_FILE,
     cpu_state_dict,
@@ -41,10 +44,11 @@ from .checkpoint import (
     save_training_state,
     set_rng_states,
 )
-from .data import EpochSampler, as_dataset, iter_batches, set_dataset_epoch
+from .data import EpochSampler, as_dataset, fetch_batch, set_dataset_epoch
 from .evaluation import check_labels, forward_all, loss_and_accuracy
 
-__all__ = ["fit", "FitResult", "TrainingInterrupted", "Runtime", "resolve_runtime"]
+__all__ = ["fit", "FitResult", "TrainingInterrupted", "Runtime", "DistributedRuntime",
+           "resolve_runtime"]
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +114,8 @@ def _resume_advice(out_dir, resumed: bool) -> str:
 
 @dataclass(frozen=True)
 class Runtime:
-    """Where and as which process training runs: the one place DDP will plug in."""
+    """Where and as which process training runs: one process (this class) or several
+    (:class:`DistributedRuntime`)."""
 
     device: torch.device
     rank: int = 0
@@ -126,8 +131,8 @@ class Runtime:
         return model
 
     def sampler(self, n: int, seed: int) -> EpochSampler:
-        """Per-epoch index order (DDP: ``DistributedSampler(..., seed=seed)``)."""
-        return EpochSampler(n, seed)
+        """Per-epoch index order; this rank's share of each global batch."""
+        return EpochSampler(n, seed, rank=self.rank, world_size=self.world_size)
 
     def sum(self, values: list[float]) -> list[float]:
         """Sum over processes (DDP: ``all_reduce``)."""
@@ -137,9 +142,54 @@ class Runtime:
         """True if any process says so (DDP: every rank must stop at the same step)."""
         return flag
 
+    def max(self, value: int) -> int:
+        """The largest ``value`` over processes (e.g. the signal that stops them all)."""
+        return value
+
+    def barrier(self) -> None:
+        """Wait until every process gets here."""
+
+    def broadcast(self, value):
+        """The main process's ``value`` (small, picklable) on every process."""
+        return value
+
+
+@dataclass(frozen=True)
+class DistributedRuntime(Runtime):
+    """One of ``world_size`` processes of a torchrun / srun launch (process group joined)."""
+
+    def _comm_device(self):
+        return self.device if self.device.type == "cuda" else None
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        return distributed.wrap_ddp(model, self.device)
+
+    def sum(self, values: list[float]) -> list[float]:
+        return distributed.all_reduce(list(values), device=self._comm_device())
+
+    def any(self, flag: bool) -> bool:
+        return self.max(int(bool(flag))) > 0
+
+    def max(self, value: int) -> int:
+        reduced = distributed.all_reduce([value], op=distributed.dist.ReduceOp.MAX,
+                                         device=self._comm_device())
+        return int(reduced[0])
+
+    def barrier(self) -> None:
+        self.any(False)  # an all-reduce: works alike on gloo and NCCL
+
+    def broadcast(self, value):
+        return distributed.broadcast(value, device=self._comm_device())
+
 
 def resolve_runtime(device=None) -> Runtime:
-    """A single-process :class:`Runtime`; ``device=None`` picks CUDA if available, else CPU."""
+    """The :class:`Runtime` of this process; ``device=None`` picks CUDA if available, else CPU.
+
+    Launched as several processes (torchrun's ``RANK``/``WORLD_SIZE``, or an srun step's
+    ``SLURM_PROCID``/``SLURM_NTASKS``; see :mod:`fmri_ica.training.distributed`), or with a
+    process group already initialised, this joins the group (once) and returns a
+    :class:`DistributedRuntime`; on CUDA each process then uses ``cuda:LOCAL_RANK``.
+    """
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
@@ -153,7 +203,17 @@ def resolve_runtime(device=None) -> Runtime:
             f"Invalid value for 'device': {str(device)!r}, but CUDA is not available here. "
             "Use device='cpu' or device=None."
         )
-    return Runtime(device)
+    if distributed.dist.is_available() and distributed.dist.is_initialized():
+        rank, world_size = distributed.dist.get_rank(), distributed.dist.get_world_size()
+    else:
+        info = distributed.launch_info()
+        if not info.distributed:
+            return Runtime(device)
+        rank, world_size = info.rank, info.world_size
+    device = distributed.init_distributed(device)
+    if world_size == 1:
+        return Runtime(device)
+    return DistributedRuntime(device, rank, world_size)
 
 
 @dataclass
@@ -240,6 +300,19 @@ def fit(
     (:class:`~fmri_ica.training.data.RunCropDataset`), and compare the result with the
     untrained weights saved in ``out_dir/init``.
 
+    Launched as several processes (``torchrun --nproc_per_node=N``, or ``srun`` with N
+    tasks; see :mod:`fmri_ica.training.distributed`), every process calls ``fit`` with the
+    same arguments and the model trains under DistributedDataParallel (NCCL on CUDA, one
+    GPU per process; gloo on the CPU). ``batch_size`` is then the *global* batch: each
+    step, every process takes a strided share of the same global batch of the same seeded
+    order, and the loss is normalised over the whole global batch, so the weights equal
+    those of one process with the same ``batch_size`` up to float rounding (for models
+    without dropout: dropout masks are drawn per process; and Adam turns rounding in
+    near-zero gradients into full steps, so poorly conditioned models drift apart).
+    Metrics are summed over processes; validation runs on every process over all of
+    ``val``; only rank 0 writes files; a signal to any process stops them all at the same
+    step. A training state saved by N processes resumes in M (steps count global batches).
+
     Parameters
     ----------
     model : torch.nn.Module
@@ -258,6 +331,7 @@ def fit(
     lr, weight_decay : float, default=1e-3, 0.0
         Adam's learning rate and L2 penalty.
     batch_size : int, default=50
+        Samples per optimiser step, over all processes together.
     patience : int or None, default=10
         Epochs without improvement before stopping; None trains all ``epochs``. Must be
         None with ``selection="last"``.
@@ -370,15 +444,17 @@ def fit(
                 refresh=False,
             )
             bar.update(1)
-            if prog.epoch % log_every == 0 or prog.stopped_early or prog.epoch == epochs:
+            logged = prog.epoch % log_every == 0 or prog.stopped_early or prog.epoch == epochs
+            if logged and runtime.is_main:
                 _log_epoch(record, epochs, prog, item_log_level(bar))
             finished = prog.epoch >= epochs or prog.stopped_early
-            if runtime.any(flag.signum is not None) and not finished:
-                loop.interrupt(prog, flag.signum)
+            signum = runtime.max(flag.signum or 0)  # every rank stops at the same step
+            if signum and not finished:
+                loop.interrupt(prog, signum)
     if selection == "best":
         model.load_state_dict(loop.best_state)
     model.eval()
-    result = _result(prog, selection, out)
+    result = _result(prog, selection, out, warn=runtime.is_main)
     if runtime.is_main:
         _log_summary(result)
     if out is not None and runtime.is_main:
@@ -386,17 +462,19 @@ def fit(
             out / "fit_result.json",
             {**asdict(result), "params": params, "versions": package_versions()},
         )
-    if flag.signum is not None:  # arrived during the last epoch: the run is complete, still exit
-        loop.interrupt(prog, flag.signum, save=False)
+    runtime.barrier()  # the outputs are on disk before any rank reads them
+    signum = runtime.max(flag.signum or 0)
+    if signum:  # arrived during the last epoch: the run is complete, still exit
+        loop.interrupt(prog, signum, save=False)
     return result
 
 
-def _result(prog: _Progress, selection: str, out: Path | None) -> FitResult:
+def _result(prog: _Progress, selection: str, out: Path | None, warn: bool = True) -> FitResult:
     """The :class:`FitResult`, with a warning when the kept epoch is among the first ones."""
     n_run = len(prog.history)
     selected = prog.best_epoch if selection == "best" else n_run
     early = selected <= max(2, int(0.1 * n_run))
-    if early:
+    if early and warn:
         advice = (
             "Train more epochs."
             if selection == "last"
@@ -441,36 +519,61 @@ class _Loop:
         sampler.set_epoch(prog.epoch)
         set_dataset_epoch(train_ds, prog.epoch)
         self.net.train()
-        batches = iter_batches(train_ds, sampler, self.params["batch_size"], start=prog.step)
-        for x, y, lengths in batches:
-            self.step(prog, x, y, lengths)
-            if self.runtime.any(flag.signum is not None):
+        batches = sampler.local_batches(self.params["batch_size"], start=prog.step)
+        for indices, n_real in batches:
+            x, y, lengths = fetch_batch(train_ds, indices)
+            self.step(prog, x, y, lengths, n_real)
+            signum = self.runtime.max(flag.signum or 0)  # every rank stops at the same step
+            if signum:
                 prog.seconds += time.perf_counter() - started
-                self.interrupt(prog, flag.signum)
+                self.interrupt(prog, signum)
         prog.seconds += time.perf_counter() - started
         self.end_epoch(prog, val_ds)
 
-    def step(self, prog: _Progress, x, y, lengths) -> None:
+    def step(self, prog: _Progress, x, y, lengths, n_real: int | None = None) -> None:
+        """One optimiser step on this rank's ``n_real`` samples of a global batch."""
         device = self.runtime.device
+        n_real = len(y) if n_real is None else n_real
         self.optimizer.zero_grad(set_to_none=True)
         logits = self.net(x.to(device), lengths=lengths)  # lengths stay on the CPU
         check_labels(y, logits.shape[1])
         y_dev = y.to(device)
-        loss = self.criterion(logits, y_dev)
-        if not torch.isfinite(loss):
+        if self.runtime.world_size == 1:
+            loss = self.criterion(logits, y_dev)
+            batch_loss = loss.detach().item()
+        else:
+            loss, batch_loss = self.shared_loss(logits, y_dev, n_real)
+        if not math.isfinite(batch_loss):
             raise FloatingPointError(
-                f"The training loss is {float(loss)} at epoch {prog.epoch + 1}, step "
+                f"The training loss is {batch_loss} at epoch {prog.epoch + 1}, step "
                 f"{prog.step + 1}. Lower 'lr', set 'grad_clip', or check the inputs' scale."
             )
         loss.backward()
         if self.params["grad_clip"] is not None:
             nn.utils.clip_grad_norm_(self.net.parameters(), self.params["grad_clip"])
         self.optimizer.step()
-        prog.loss_sum += loss.detach().item() * len(y)
-        prog.correct += int((logits.argmax(1) == y_dev).sum())
-        prog.seen += len(y)
+        prog.loss_sum += batch_loss * n_real
+        prog.correct += int((logits.argmax(1) == y_dev)[:n_real].sum())
+        prog.seen += n_real
         prog.step += 1
         prog.global_step += 1
+
+    def shared_loss(self, logits, y, n_real: int) -> tuple[torch.Tensor, float]:
+        """This rank's part of the global batch's loss, and that loss (a float).
+
+        ``CrossEntropyLoss`` is a (weighted) mean over the global batch: sum of ``w[y] *
+        loss`` over sum of ``w[y]``. Each rank backpropagates its own numerator over the
+        global denominator, times ``world_size`` since DDP averages the gradients: the
+        result is one process's gradient on the whole global batch, whatever the split.
+        """
+        weight = self.criterion.weight
+        per_sample = F.cross_entropy(logits, y, weight=weight, reduction="none")
+        keep = (torch.arange(len(y), device=y.device) < n_real).to(per_sample.dtype)
+        w = keep if weight is None else weight[y].to(per_sample.dtype) * keep
+        numerator = (per_sample * keep).sum()
+        total, denominator = self.runtime.sum([numerator.item(), w.sum().item()])
+        loss = numerator * (self.runtime.world_size / denominator)
+        return loss, total / denominator
 
     def end_epoch(self, prog: _Progress, val_ds) -> None:
         """Validate, update best and early stopping, record the metrics and save."""
@@ -540,10 +643,19 @@ class _Loop:
         save_training_state(self.out, state)
 
     def interrupt(self, prog: _Progress, signum: int, save: bool = True) -> None:
-        """Save the state at this step boundary and raise :class:`TrainingInterrupted`."""
+        """Save the state at this step boundary and raise :class:`TrainingInterrupted`.
+
+        Every rank calls this at the same step; the main one saves the epoch's running sums
+        over all ranks, and the others wait for it (a launcher that sees one process exit
+        stops the rest).
+        """
         if save:
-            self.save(prog)
+            loss_sum, correct, seen = self.runtime.sum([prog.loss_sum, prog.correct, prog.seen])
+            self.save(replace(prog, loss_sum=loss_sum, correct=int(correct), seen=int(seen)))
+            self.runtime.barrier()
         error = TrainingInterrupted(signum, self.out, _resume_advice(self.out, self.resumed))
+        if not self.runtime.is_main:
+            raise error
         logger.warning(
             "Received %s: saved the training state after epoch %d step %d (global step %d) "
             "to %s; exiting with status %d. %s",
@@ -601,7 +713,7 @@ def _start(model, optimizer, out, params, resume, runtime) -> tuple[_Progress, d
     """Fresh counters and seeds, or everything restored from ``out``'s training state."""
     state = load_training_state(out) if resume and out is not None else None
     if state is None:
-        if resume:
+        if resume and runtime.is_main:
             logger.info("No training state in %s: starting from scratch.", out)
         seed_everything(params["seed"])
         if out is not None and runtime.is_main:
@@ -618,9 +730,12 @@ def _start(model, optimizer, out, params, resume, runtime) -> tuple[_Progress, d
     optimizer.load_state_dict(state["optimizer"])
     set_rng_states(state["rng"])
     prog = _Progress(**state["progress"])
+    if not runtime.is_main:  # the saved running sums are over all ranks: count them once
+        prog.loss_sum, prog.correct, prog.seen = 0.0, 0, 0
     if runtime.is_main:  # drop lines written after the state was saved (a crash between)
         write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in prog.history))
-    logger.info("Resuming %s after epoch %d, step %d.", out, prog.epoch, prog.step)
+    if runtime.is_main:
+        logger.info("Resuming %s after epoch %d, step %d.", out, prog.epoch, prog.step)
     return prog, state["best_model"]
 
 

@@ -134,7 +134,7 @@ def test_one_run_with_another_tr_is_named(tiny_pipeline):
 
     out = tiny_pipeline.parent / "out"
     paths = json.loads((out / ".stages" / "parcellate.json").read_text())["outputs"]
-    runs = [load_timeseries(p) for p in paths]
+    runs = [load_timeseries(out / p) for p in paths]  # recorded relative to the output folder
     odd = runs[2][1]
     odd["t_r"] = 2.0
     with pytest.raises(InputDataError) as error:
