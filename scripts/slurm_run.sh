@@ -3,13 +3,9 @@
 #
 #   sbatch scripts/slurm_run.sh config.yaml
 #
-# Large data sets: parcellate first as a job array with the same config (each task takes
-# every N-th run; finished runs are skipped), then submit this job, which finds them done:
-#   sbatch --array=0-19 --wrap "fmri-ica run config.yaml --stage parcellate --shard auto"
-# Cross-validation folds can train as an array too, once the samples stage has run (one fold
-# per task; this job then finds them done, pools them and explains):
-#   fmri-ica run config.yaml --stage parcellate --stage samples
-#   sbatch --array=0-4 --gres=gpu:1 --wrap "fmri-ica train config.yaml --fold auto"
+# Large data sets: scripts/slurm_pipeline.sh submits the same work as chained jobs instead
+# (a parcellation array, the samples, one fold per array task on its own GPU, and a final
+# explain/report job), each started when the one before it succeeded.
 #
 # CPUs: torch runs 'threads' threads per process (config key, default 1; override with
 # --threads N, or --threads auto for SLURM_CPUS_PER_TASK). One thread suits these small
@@ -28,18 +24,22 @@
 #SBATCH --time=04:00:00
 #SBATCH --signal=B:TERM@120
 #SBATCH --requeue
+# One log per job: job name (%x) and id (%j).
 #SBATCH --output=%x_%j.out
 set -uo pipefail
 
 CONFIG=${1:?usage: sbatch scripts/slurm_run.sh CONFIG [fmri-ica run options...]}
 shift
+command=(fmri-ica run "$CONFIG" "$@")
 
-fmri-ica run "$CONFIG" "$@" &
+# Run fmri-ica in the background so that SLURM's SIGTERM reaches it through the trap.
+"${command[@]}" &
 child=$!
-trap 'kill -TERM "$child" 2>/dev/null' TERM  # pass SLURM's warning on to fmri-ica
+term=0
+trap 'term=1; kill -TERM "$child" 2>/dev/null' TERM
 wait "$child"; status=$?
-if [ "$status" -gt 128 ]; then wait "$child"; status=$?; fi  # wait returned early for the trap
-if [ "$status" -eq 143 ] && [ -n "${SLURM_JOB_ID:-}" ]; then
+if [ "$term" -eq 1 ]; then wait "$child"; status=$?; fi  # the trap cut the first wait short
+if { [ "$status" -eq 143 ] || [ "$term" -eq 1 ]; } && [ -n "${SLURM_JOB_ID:-}" ]; then
     echo "fmri-ica saved its state after SIGTERM; requeueing job $SLURM_JOB_ID" >&2
     scontrol requeue "$SLURM_JOB_ID"
 fi

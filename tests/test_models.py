@@ -272,3 +272,55 @@ def test_bad_inputs_are_explained():
         model(torch.randn(2, 5, 10), torch.tensor([5]))
     with pytest.raises(InvalidParameterError, match="eval"):
         reference_forward(model.train(), torch.randn(2, 5, 10))
+
+
+def _direct_mean(x, p, q):
+    """(1/r) sum_k q_tk sum_{s<=t} p_sk x_s through a (B, T, r, N) prefix sum."""
+    return (q[..., None] * torch.cumsum(p[..., None] * x[:, :, None, :], dim=1)).mean(2)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7, 10, 23, None])
+@pytest.mark.parametrize("x_needs_grad", [True, False])
+def test_chunked_mean_equals_the_prefix_sum_for_any_chunk(chunk, x_needs_grad):
+    # chunks of 3 and 7 pad the 23 steps; 1 and 23 are the extremes; None the default
+    from fmri_ica.models.attention import _chunked_mean
+
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 23, 5, generator=gen, dtype=F64).requires_grad_(x_needs_grad)
+    s = torch.randn(2, 23, 4, generator=gen, dtype=F64, requires_grad=True)
+    weights = torch.randn(2, 23, 5, generator=gen, dtype=F64)
+    results = []
+    for mean in (_direct_mean, lambda *a: _chunked_mean(*a, chunk=chunk)):
+        p = torch.exp(s)
+        out = mean(x, p, 1 / torch.cumsum(p, dim=1))
+        inputs = [x, s] if x_needs_grad else [s]
+        results.append((out, *torch.autograd.grad((out * weights).sum(), inputs)))
+    for expected, got in zip(*results, strict=True):
+        assert (expected - got).abs().max() <= 1e-12
+
+
+@pytest.mark.parametrize("cell_type", ["lstm", "gru"])
+def test_matrix_form_gradients_without_weight_gradients(cell_type):
+    # saliency freezes the weights, training feeds data that needs no gradient: the
+    # matrix form skips that work, and what it still computes must not change
+    model = _model(r=4, d_a=5, hidden_size=6, embedding="matrix", cell_type=cell_type)
+    x, lengths = _inputs(3, 40, 11), torch.tensor([40, 17, 3])
+    _, (grad_x, *grad_params) = _logits_and_grads(_fast, model, x, lengths)
+    model.requires_grad_(False)
+    x_frozen = x.clone().requires_grad_(True)
+    model(x_frozen, lengths).mul(torch.linspace(-1, 2, 9, dtype=F64).view(3, 3)).sum().backward()
+    assert (x_frozen.grad - grad_x).abs().max() <= 1e-14
+    model.requires_grad_(True)
+    weights = torch.linspace(-1, 2, 9, dtype=F64).view(3, 3)
+    data_grads = torch.autograd.grad((model(x, lengths) * weights).sum(), list(model.parameters()))
+    for expected, got in zip(grad_params, data_grads, strict=True):
+        assert (expected - got).abs().max() <= 1e-14
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_prefix_sum_loop_equals_cumsum(reverse):
+    from fmri_ica.models.attention import _prefix_sum_
+
+    values = _inputs(9, 3, 4)  # time-major (T, B, N)
+    expected = values.flip(0).cumsum(0).flip(0) if reverse else values.cumsum(0)
+    assert (_prefix_sum_(values.clone(), reverse=reverse) - expected).abs().max() <= 1e-14

@@ -24,9 +24,10 @@ device once per change of ``w2.weight`` (its version counter), not per batch; on
 exceeds the limit are the batch's scores read. So with trained or initial weights of the
 usual size, and ``lengths=None``, the forward pass never waits for the device.
 
-Forms. ``mean``: ``(1/r) sum_k q_tk sum_{s<=t} p_sk x_s``, computed in chunks of 32
-steps (dense causal product inside a chunk, running sums across chunks):
-O(T N (C + 2r)) work, O(T N) memory. ``matrix``: ``W vec(M_t) / ||M_t||`` hop by hop,
+Forms. ``mean``: ``(1/r) sum_k q_tk sum_{s<=t} p_sk x_s``, computed in chunks of C
+steps (dense causal product inside a chunk, running sums across chunks; one chunk up to
+128 steps, else C in 24-64 from a cost model): O(T N (C + 2r)) work, O(T N) memory, a
+hand-written backward. ``matrix``: ``W vec(M_t) / ||M_t||`` hop by hop, time-major,
 see :meth:`InputCellAttention.matrix_gates`.
 """
 
@@ -190,7 +191,7 @@ def _factors(s, valid, bound: float = math.inf):
     limit = math.log(big) / 2
     detached = s.detach()
     if valid is None:
-        top, bottom = detached.amax(1, keepdim=True), detached.amin(1, keepdim=True)
+        bottom, top = torch.aminmax(detached, dim=1, keepdim=True)  # one pass
     else:
         mask = valid[..., None]
         top = detached.masked_fill(~mask, -big).amax(1, keepdim=True)
@@ -205,17 +206,17 @@ def _factors(s, valid, bound: float = math.inf):
     return p, 1.0 / torch.cumsum(p, dim=1)
 
 
-def _chunked_mean(x, p, q, chunk: int = 32):
+def _chunked_mean(x, p, q, chunk: int | None = None):
     """``(1/r) sum_k q_tk sum_{s<=t} p_sk x_s``: (batch, time, N), chunk by chunk.
 
     Within a chunk of C steps the causal weights are a dense (C x C) product; earlier
     chunks enter through their running sums ``sum_s p_sk x_s`` (r x N per chunk), as in
     chunked linear attention. Cost O(T N (C + 2r)) instead of O(T^2 N) for one
-    (T x T) mixing matrix.
+    (T x T) mixing matrix. ``chunk=None``: :func:`_chunk_size`.
     """
     batch, n_steps, n_features = x.shape
     r = p.shape[2]
-    size = min(chunk, n_steps)
+    size = min(chunk or _chunk_size(n_steps, r), n_steps)
     n_chunks = -(-n_steps // size)
     pad = n_chunks * size - n_steps
     if pad:  # p = 0 on the extra steps: they add nothing
@@ -223,12 +224,89 @@ def _chunked_mean(x, p, q, chunk: int = 32):
     # (batch * chunks, C, .): one batched GEMM per term; 1/r folded into the small q
     xc = x.reshape(batch * n_chunks, size, n_features)
     pc, qc = p.reshape(batch * n_chunks, size, r), (q / r).reshape(batch * n_chunks, size, r)
-    out = (qc @ pc.transpose(1, 2)).tril_() @ xc
-    if n_chunks > 1:
-        sums = (pc.transpose(1, 2) @ xc).unflatten(0, (batch, n_chunks))  # (B, n, r, N)
-        before = torch.cat([torch.zeros_like(sums[:, :1]), sums[:, :-1].cumsum(1)], dim=1)
-        out = torch.baddbmm(out, qc, before.flatten(0, 1))  # fused add
-    return out.reshape(batch, n_chunks * size, n_features)[:, :n_steps]
+    out = _ChunkedMean.apply(xc, pc, qc, n_chunks)
+    out = out.view(batch, n_chunks * size, n_features)
+    return out[:, :n_steps] if pad else out
+
+
+def _chunk_size(n_steps: int, r: int) -> int:
+    """Steps per chunk: one chunk up to 128 steps, else the cheapest of 24-64 steps.
+
+    A chunk of C steps costs ~C + 2r multiply-adds per step and feature (the dense block,
+    the running sums in and out) plus a fixed cost per chunk (small GEMMs run slowly and
+    every chunk is a few more kernel calls), here worth 2000 steps' multiply-adds; padded
+    steps cost twice (copies). Fitted on 1 thread at T = 284, 405 and N = 100, 300
+    (benchmarks/bench_models.py): 41-57 steps at T = 284, 45 at T = 405.
+    """
+    if n_steps <= 128:
+        return n_steps
+
+    def cost(size):
+        n_chunks = -(-n_steps // size)
+        padded = n_chunks * size
+        return (padded + 2 * (padded - n_steps)) * (size + 2 * r) + 2000 * n_chunks
+
+    return min(range(24, 65), key=cost)
+
+
+class _ChunkedMean(torch.autograd.Function):
+    """Chunked causal mix with a hand-written backward: no pads, cats or cumsum copies.
+
+    Shapes: xc (B n, C, N), pc and qc (B n, C, r) for n chunks per sequence -> (B n, C, N).
+    ``mix`` (B n, C, C) and the running sums ``before`` (B, n, r, N) are kept for the
+    backward pass: O(T (C + r N / C)) per sequence, less than ``x`` itself.
+    """
+
+    @staticmethod
+    def forward(ctx, xc, pc, qc, n_chunks):
+        mix = torch.bmm(qc, pc.transpose(1, 2)).tril_()
+        out = torch.bmm(mix, xc)
+        before = None
+        if n_chunks > 1:
+            sums = torch.bmm(pc.transpose(1, 2), xc).unflatten(0, (-1, n_chunks))
+            before = _exclusive_sums(sums, reverse=False)
+            out.baddbmm_(qc, before.flatten(0, 1))
+        ctx.n_chunks = n_chunks
+        ctx.save_for_backward(xc, pc, qc, mix, before)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        xc, pc, qc, mix, before = ctx.saved_tensors
+        grad = grad.contiguous()
+        grad_mix = torch.bmm(grad, xc.transpose(1, 2)).tril_()
+        grad_x = torch.bmm(mix.transpose(1, 2), grad) if ctx.needs_input_grad[0] else None
+        grad_q = torch.bmm(grad_mix, pc)
+        grad_p = torch.bmm(grad_mix.transpose(1, 2), qc)
+        if before is not None:
+            grad_q.baddbmm_(grad, before.flatten(0, 1).transpose(1, 2))
+            grad_before = torch.bmm(qc.transpose(1, 2), grad).unflatten(0, (-1, ctx.n_chunks))
+            # the running sum of chunk j reaches every later chunk: a suffix sum
+            grad_sums = _exclusive_sums(grad_before, reverse=True).flatten(0, 1)
+            if grad_x is not None:
+                grad_x.baddbmm_(pc, grad_sums)
+            grad_p.baddbmm_(xc, grad_sums.transpose(1, 2))
+        return grad_x, grad_p, grad_q, None
+
+
+def _exclusive_sums(sums, reverse: bool):
+    """Sums over the chunks strictly before (after, ``reverse``) each one: (B, n, r, N).
+
+    A loop of slice adds: ``torch.cumsum`` over a middle dimension is ~5x slower here, and
+    flip/cat would copy.
+    """
+    out = torch.empty_like(sums)
+    n_chunks = sums.shape[1]
+    order = range(n_chunks - 1, -1, -1) if reverse else range(n_chunks)
+    previous = None
+    for j in order:
+        if previous is None:
+            out[:, j].zero_()
+        else:
+            torch.add(out[:, previous], sums[:, previous], out=out[:, j])
+        previous = j
+    return out
 
 
 def _causal_mask(n_steps: int, device) -> torch.Tensor:
@@ -257,38 +335,82 @@ class _MatrixGates(torch.autograd.Function):
     """``(sum_k M_k W_k^T, sum_k ||M_k||^2)`` with ``M_k = q_k * cumsum(p_k * x)``.
 
     Shapes: x (B, T, N), p and q (B, T, r), w (r, G, N) -> (B, T, G), (B, T).
+
+    Works time-major inside: (T, B, N) buffers reused hop by hop, so a prefix sum steps
+    over contiguous (B, N) slabs (:func:`_prefix_sum_`), GEMMs accumulate in place, and
+    the gates come out time-major, the layout the fused recurrence reads (no copy there).
+    The adjoint of a prefix sum is a suffix sum: the same loop run backwards, so nothing
+    is flipped. Work for an input that needs no gradient (frozen weights in saliency, the
+    data in training) is skipped.
     """
 
     @staticmethod
     def forward(ctx, x, p, q, w):
-        gates = x.new_zeros(x.shape[0], x.shape[1], w.shape[1])
-        sq_norm = x.new_zeros(x.shape[:2])
+        x, p, q = (v.transpose(0, 1).contiguous() for v in (x, p, q))
+        n_steps, batch, n_features = x.shape
+        gates = x.new_zeros(n_steps * batch, w.shape[1])
+        sq_norm = x.new_zeros(n_steps, batch)
+        block = torch.empty_like(x)
         for k in range(w.shape[0]):
-            _, m_k = _hop_block(x, p, q, k)
-            gates += m_k @ w[k].T
-            sq_norm += m_k.pow(2).sum(-1)
+            _hop_block(x, p[..., k, None], q[..., k, None], out=block)
+            gates.addmm_(block.view(-1, n_features), w[k].T)
+            sq_norm += torch.linalg.vector_norm(block, dim=-1).square_()
         ctx.save_for_backward(x, p, q, w)
-        return gates, sq_norm
+        return gates.view(n_steps, batch, -1).transpose(0, 1), sq_norm.T
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_gates, grad_sq_norm):
-        x, p, q, w = ctx.saved_tensors
-        grad_x = torch.zeros_like(x)
-        grad_p, grad_q, grad_w = torch.zeros_like(p), torch.zeros_like(q), torch.zeros_like(w)
-        flat_grad = grad_gates.flatten(0, 1)
+        x, p, q, w = ctx.saved_tensors  # time-major
+        need_x, _, _, need_w = ctx.needs_input_grad
+        n_features = x.shape[2]
+        flat_grad = grad_gates.transpose(0, 1).reshape(-1, grad_gates.shape[2])
+        twice_grad_norm = 2 * grad_sq_norm.T[..., None]
+        grad_x = torch.zeros_like(x) if need_x else None
+        grad_p, grad_q = torch.empty_like(p), torch.empty_like(q)
+        grad_w = torch.empty_like(w) if need_w else None
+        block, grad_m, product = (torch.empty_like(x) for _ in range(3))
         for k in range(w.shape[0]):
-            u_k, m_k = _hop_block(x, p, q, k)
-            grad_w[k] = flat_grad.T @ m_k.flatten(0, 1)
-            grad_m = grad_gates @ w[k] + 2 * grad_sq_norm[..., None] * m_k
-            grad_q[..., k] = (grad_m * u_k).sum(-1)
-            # adjoint of a prefix sum over time is a suffix sum
-            suffix = (q[..., k, None] * grad_m).flip(1).cumsum(1).flip(1)
-            grad_p[..., k] = (suffix * x).sum(-1)
-            grad_x += p[..., k, None] * suffix
-        return grad_x, grad_p, grad_q, grad_w
+            p_k, q_k = p[..., k, None], q[..., k, None]
+            _hop_block(x, p_k, q_k, out=block)
+            if need_w:
+                torch.mm(flat_grad.T, block.view(-1, n_features), out=grad_w[k])
+            torch.mm(flat_grad, w[k], out=grad_m.view(-1, n_features))
+            grad_m.addcmul_(twice_grad_norm, block)
+            # dL/dq = grad_m . u = (grad_m . m) / q
+            torch.mul(grad_m, block, out=product)
+            torch.sum(product, -1, out=grad_q[..., k]).div_(q[..., k])
+            _prefix_sum_(grad_m.mul_(q_k), reverse=True)
+            torch.mul(grad_m, x, out=product)
+            torch.sum(product, -1, out=grad_p[..., k])
+            if need_x:
+                grad_x.addcmul_(p_k, grad_m)
+        grad_x = grad_x.transpose(0, 1) if need_x else None
+        return grad_x, grad_p.transpose(0, 1), grad_q.transpose(0, 1), grad_w
 
 
-def _hop_block(x, p, q, k):
-    u_k = torch.cumsum(p[..., k, None] * x, dim=1)
-    return u_k, q[..., k, None] * u_k
+def _hop_block(x, p_k, q_k, out):
+    """``M_k = q_k * cumsum_t(p_k * x)`` into ``out``: (T, B, N); p_k, q_k: (T, B, 1)."""
+    torch.mul(x, p_k, out=out)
+    return _prefix_sum_(out).mul_(q_k)
+
+
+def _prefix_sum_(values, reverse: bool = False):
+    """Cumulative sum over time (dim 0) in place; ``reverse``: from the last step back.
+
+    On the CPU a loop of slab adds: 2-3x faster than ``torch.cumsum`` (whose CPU kernel
+    walks each (batch, feature) column with a stride) and needs no flip for the reverse.
+    Elsewhere, and under ``torch.compile`` (which would unroll the loop), ``cumsum``.
+    """
+    if values.device.type != "cpu" or torch.compiler.is_compiling():
+        if reverse:
+            return values.copy_(values.flip(0).cumsum(0).flip(0))
+        return values.cumsum_(0)
+    n_steps = values.shape[0]
+    if reverse:
+        for t in range(n_steps - 2, -1, -1):
+            values[t].add_(values[t + 1])
+    else:
+        for t in range(1, n_steps):
+            values[t].add_(values[t - 1])
+    return values

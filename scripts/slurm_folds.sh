@@ -1,0 +1,38 @@
+#!/bin/bash
+# Train the cross-validation folds as a job array: one fold per array task, one GPU each.
+#
+#   sbatch --array=0-4 --dependency=afterok:<samples job id> scripts/slurm_folds.sh config.yaml
+#
+# --array must list the folds, 0-(K-1) for crossval.folds K (every model of the config is
+# trained on that fold, with its null model). Needs the samples stage (scripts/slurm_samples.sh);
+# then scripts/slurm_report.sh pools the folds (finished folds are skipped), explains and
+# reports. A task that fails or times out is resubmitted alone: sbatch --array=3 ...
+#SBATCH --job-name=fmri-ica-fold
+# torch runs --threads auto = SLURM_CPUS_PER_TASK threads; one suits these small models.
+#SBATCH --cpus-per-task=1
+#SBATCH --gres=gpu:1
+#SBATCH --mem=32G
+#SBATCH --time=04:00:00
+# On SIGTERM training saves its exact state and exits 143; the task requeues and resumes.
+#SBATCH --signal=B:TERM@120
+#SBATCH --requeue
+# One log per fold: job name, array job id (%A), fold (%a).
+#SBATCH --output=%x_%A_%a.out
+set -uo pipefail
+
+CONFIG=${1:?usage: sbatch --array=0-K scripts/slurm_folds.sh CONFIG [fmri-ica train options...]}
+shift
+command=(fmri-ica train "$CONFIG" --fold auto --threads auto "$@")
+
+# Run fmri-ica in the background so that SLURM's SIGTERM reaches it through the trap.
+"${command[@]}" &
+child=$!
+term=0
+trap 'term=1; kill -TERM "$child" 2>/dev/null' TERM
+wait "$child"; status=$?
+if [ "$term" -eq 1 ]; then wait "$child"; status=$?; fi  # the trap cut the first wait short
+if { [ "$status" -eq 143 ] || [ "$term" -eq 1 ]; } && [ -n "${SLURM_JOB_ID:-}" ]; then
+    echo "fmri-ica saved its state after SIGTERM; requeueing job $SLURM_JOB_ID" >&2
+    scontrol requeue "$SLURM_JOB_ID"
+fi
+exit "$status"

@@ -1,0 +1,37 @@
+#!/bin/bash
+# Finish parcellation and build the samples and cross-validation folds: the job between a
+# parcellation array and a fold array (scripts/slurm_folds.sh).
+#
+#   sbatch --dependency=afterok:<parcellation array id> scripts/slurm_samples.sh config.yaml
+#
+# Parcellation runs once more without a shard: it finds every run done (or parcellates runs
+# a failed array task left) and marks the stage finished; then the samples stage reads every
+# run's region time series into samples/samples.npz and writes samples/folds.json.
+#SBATCH --job-name=fmri-ica-samples
+# No torch training here; one CPU (raise it with parcellation.jobs for left-over runs).
+#SBATCH --cpus-per-task=1
+# The samples are held in memory: about 1.5x their size (HCP, 300 regions: ~2.5 GB as
+# float32 for 1,100 subjects x 14 runs x ~280 frames; see docs/scaling.md).
+#SBATCH --mem=16G
+#SBATCH --time=01:00:00
+#SBATCH --signal=B:TERM@60
+#SBATCH --requeue
+#SBATCH --output=%x_%j.out
+set -uo pipefail
+
+CONFIG=${1:?usage: sbatch scripts/slurm_samples.sh CONFIG [fmri-ica run options...]}
+shift
+command=(fmri-ica run "$CONFIG" --stage parcellate --stage samples --threads auto "$@")
+
+# Run fmri-ica in the background so that SLURM's SIGTERM reaches it through the trap.
+"${command[@]}" &
+child=$!
+term=0
+trap 'term=1; kill -TERM "$child" 2>/dev/null' TERM
+wait "$child"; status=$?
+if [ "$term" -eq 1 ]; then wait "$child"; status=$?; fi  # the trap cut the first wait short
+if { [ "$status" -eq 143 ] || [ "$term" -eq 1 ]; } && [ -n "${SLURM_JOB_ID:-}" ]; then
+    echo "fmri-ica saved its state after SIGTERM; requeueing job $SLURM_JOB_ID" >&2
+    scontrol requeue "$SLURM_JOB_ID"
+fi
+exit "$status"
