@@ -60,6 +60,8 @@ DEFAULTS: dict[str, Any] = {
         "split": [0.6, 0.2, 0.2],
         # regions with a constant signal in every run (no brain voxels): "error" or "drop"
         "empty_regions": "error",
+        # true: samples in a memory-mapped store read lazily (cohorts that do not fit in memory)
+        "store": False,
     },
     "crossval": {"folds": 5, "val_folds": None},
     "models": {
@@ -573,6 +575,7 @@ _RULES = {
     "samples.frame_stride": _integer(1),
     "samples.split": _split,
     "samples.empty_regions": lambda k, v, w: _choice(k, v, ("error", "drop", "keep"), w),
+    "samples.store": _boolean,
     "crossval.folds": _integer(2, optional=True),
     "crossval.val_folds": _integer(0, optional=True),
     "training.epochs": _integer(1),

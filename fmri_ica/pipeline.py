@@ -91,6 +91,8 @@ class Workspace:
         if stage == "train-fold":
             model, fold = name.rsplit("-", 1)
             return [self.fold_dir(model, int(fold))]
+        if stage == "explain-fold":
+            return [self.saliency_dir(name.rsplit("-", 1)[0]) / f"fold-{name.rsplit('-', 1)[1]}"]
         return {"samples": [self.samples], "train": [self.model_dir(name)],
                 "explain": [self.saliency_dir(name)], "project": [self.maps_dir(name)],
                 "report": [self.report]}[stage]
@@ -210,9 +212,10 @@ def run_pipeline(config: dict, stages: tuple[str, ...] = STAGES, *, shard=None,
         array jobs; the stage is then not marked done, so run it once more without a shard
         (finished runs are skipped) before the next stages.
     fold : int or "auto", optional
-        Train only this cross-validation fold ("auto": ``SLURM_ARRAY_TASK_ID``), for array
-        jobs; the train stage is then not marked done, so run it once more without a fold
-        (finished folds are skipped) to pool the folds.
+        Train and / or explain only this cross-validation fold ("auto":
+        ``SLURM_ARRAY_TASK_ID``), for array jobs; the train and explain stages are then not
+        marked done, so run them once more without a fold (finished folds are skipped) to
+        pool the folds. Explaining a fold needs only that fold trained.
     verify : bool, default=False
         Re-read finished stages' outputs and parcellated runs' inputs and compare their
         checksums with those recorded (by default sizes and modification times are
@@ -247,6 +250,8 @@ def run_pipeline(config: dict, stages: tuple[str, ...] = STAGES, *, shard=None,
                     train_stage(config, ws, keys, fold=_fold_index(fold))
                 elif stage == "samples":
                     samples_stage(config, ws, keys)
+                elif stage == "explain":
+                    _on_rank_0(config, functools.partial(explain_stage, config, ws, keys, fold=_fold_index(fold)))
                 else:
                     _on_rank_0(config, functools.partial(_STAGE_FUNCTIONS[stage], config, ws, keys))
     return ws
@@ -266,12 +271,12 @@ def _on_rank_0(config: dict, stage) -> None:
 @contextlib.contextmanager
 def _stage_lock(ws: Workspace, stage: str, fold: int | None):
     """Hold ``.stages/<stage>.lock`` while a stage writes (parcellation locks each run
-    instead, so array tasks share it; a fold trained alone locks its fold; under a
+    instead, so array tasks share it; a fold trained or explained alone locks its fold; under a
     multi-process launch only rank 0 locks, for all ranks)."""
     if stage == "parcellate" or _launch_rank() not in (None, 0):
         yield
         return
-    name = f"train-fold-{fold}" if stage == "train" and fold is not None else stage
+    name = f"{stage}-fold-{fold}" if stage in ("train", "explain") and fold is not None else stage
     lock = ws.root / ".stages" / f"{name}.lock"
     try:
         with FileLock(lock, stale_s=600.0):
@@ -401,18 +406,24 @@ def _load_atlas(config: dict, reference_img):
 def samples_stage(config: dict, ws: Workspace, keys: dict) -> None:
     """Whole runs (or fixed windows), subject-grouped folds, and each fold's scaler.
 
+    ``samples.store: true`` streams the runs into a memory-mapped store (``samples/store``,
+    one run in memory at a time) instead of ``samples/samples.npz``; the folds and scalers
+    are the same (the scalers up to float32 rounding: fitted in float64 blocks).
     Under a multi-process launch (torchrun / srun) rank 0 builds and writes the samples while
     the other ranks wait, so that every rank then reads the same files.
     """
     from .data.parcellation import load_timeseries
     from .data.samples import Standardizer, build_samples
+    from .data.store import build_store, fit_standardizer
     from .training.distributed import current_runtime, run_on_main
 
     def build() -> None:
         key = keys["samples"]
-        if _is_done(ws, "samples", key, output=ws.samples / "samples.npz"):
-            return
         options = config["samples"]
+        store = options["store"]
+        done = ws.samples / ("store/store.json" if store else "samples.npz")
+        if _is_done(ws, "samples", key, output=done):
+            return
         check_option("samples.mode", options["mode"], ("runs", "windows"))
         runs_mode = options["mode"] == "runs"
         if runs_mode and options["label"] != "task":
@@ -421,24 +432,27 @@ def samples_stage(config: dict, ws: Workspace, keys: dict) -> None:
                 "task; for samples.label 'condition' set samples.mode to 'windows'."
             )
         paths = _require(ws, "parcellate", keys["parcellate"])["outputs"]
-        samples = build_samples(
-            (load_timeseries(p) for p in paths), classes=options["classes"], label=options["label"],
-            window=None if runs_mode else options["window"], start=options["start"],
-            step=None if runs_mode else options["step"], frame_stride=options["frame_stride"],
-            pad_short=runs_mode, empty_regions=options["empty_regions"],
-        )
+        _remove_samples(ws, store=not store)
+        runs = (load_timeseries(p) for p in paths)
+        cut = dict(classes=options["classes"], label=options["label"],
+                   window=None if runs_mode else options["window"], start=options["start"],
+                   step=None if runs_mode else options["step"], frame_stride=options["frame_stride"],
+                   pad_short=runs_mode, empty_regions=options["empty_regions"])
+        samples = build_store(runs, ws.samples / "store", **cut) if store else build_samples(runs, **cut)
         folds = _make_folds(config, samples)
         records = []
         for fold in folds:
-            scaler = Standardizer().fit(samples.subset(fold["train"]))
+            train = samples.subset(fold["train"])  # a view of the store: nothing read yet
+            scaler = fit_standardizer(train) if store else Standardizer().fit(train)
             records.append({
                 **{name: sorted(set(samples.subjects[fold[name]].tolist())) for name in ("train", "val", "test")},
                 "standardizer": scaler.to_dict(),
             })
-        samples.save(ws.samples / "samples.npz")
-        write_json(ws.samples / "folds.json", {"mode": options["mode"], "folds": records})
+        if not store:
+            samples.save(ws.samples / "samples.npz")
+        write_json(ws.samples / "folds.json", {"mode": options["mode"], "store": store, "folds": records})
         _mark_done(ws, "samples", key, n_samples=len(samples), classes=samples.classes,
-                   shape=list(samples.x.shape), n_folds=len(folds),
+                   shape=list(samples.shape if store else samples.x.shape), n_folds=len(folds),
                    n_subjects=int(len(set(samples.subjects.tolist()))))
 
     run_on_main(current_runtime(config["training"]["device"]), build)
@@ -475,14 +489,36 @@ def n_folds(ws: Workspace) -> int:
 
 
 def load_fold(ws: Workspace, k: int) -> dict:
-    """Fold ``k``'s standardised train / val / test samples (whole runs or windows)."""
-    from .data.samples import SampleSet, Standardizer
+    """Fold ``k``'s standardised train / val / test samples (whole runs or windows).
 
-    samples = SampleSet.load(ws.samples / "samples.npz")
-    fold = json.loads((ws.samples / "folds.json").read_text())["folds"][k]
+    From a sample store (``samples.store``), ``train`` is a
+    :class:`~fmri_ica.data.store.SampleStore` view standardised on the fly (nothing read
+    yet); ``val`` and ``test`` are in memory, as from ``samples.npz``.
+    """
+    from .data.samples import SampleSet, Standardizer
+    from .data.store import SampleStore
+
+    folds = json.loads((ws.samples / "folds.json").read_text())
+    fold = folds["folds"][k]
     scaler = Standardizer.from_dict(fold["standardizer"])
-    return {name: scaler.transform(samples.subset(np.isin(samples.subjects, fold[name])))
-            for name in ("train", "val", "test")}
+    if not folds.get("store"):
+        samples = SampleSet.load(ws.samples / "samples.npz")
+        return {name: scaler.transform(samples.subset(np.isin(samples.subjects, fold[name])))
+                for name in ("train", "val", "test")}
+    store = SampleStore(ws.samples / "store")
+    views = {name: store.subset(np.isin(store.subjects, fold[name])).with_scaler(scaler)
+             for name in ("train", "val", "test")}
+    return {"train": views["train"], "val": views["val"].to_samples(), "test": views["test"].to_samples()}
+
+
+def _remove_samples(ws: Workspace, *, store: bool) -> None:
+    """Remove the sample store (``store``) or ``samples.npz`` with its sidecar: the format
+    that the samples stage is not writing now."""
+    if store:
+        shutil.rmtree(ws.samples / "store", ignore_errors=True)
+    else:
+        for name in ("samples.npz", "samples.json"):
+            (ws.samples / name).unlink(missing_ok=True)
 
 
 def eval_windows(config: dict, samples):
@@ -498,17 +534,22 @@ def eval_windows(config: dict, samples):
 
 
 def _train_dataset(config: dict, samples, y=None):
-    """Random crops of whole runs, new every epoch (``samples.mode: runs``), or the windows."""
+    """Random crops of whole runs, new every epoch (``samples.mode: runs``), or the windows;
+    read per batch from a store view (standardised on the fly), or from memory."""
+    from .data.store import SampleStore, StoreDataset, StoreRunCropDataset
     from .training import SequenceDataset
     from .training.data import RunCropDataset
 
     y = samples.y if y is None else y
     t = config["training"]
+    store = isinstance(samples, SampleStore)
     if config["samples"]["mode"] != "runs":
-        return SequenceDataset(samples.x, y, samples.lengths)
-    return RunCropDataset(samples.x, y, samples.lengths, window=config["samples"]["window"],
-                          crops_per_run=t["crops_per_run"], seed=config["seed"],
-                          noise_std=t["input_noise"])
+        return StoreDataset(samples, y) if store else SequenceDataset(samples.x, y, samples.lengths)
+    crops = dict(window=config["samples"]["window"], crops_per_run=t["crops_per_run"],
+                 seed=config["seed"], noise_std=t["input_noise"])
+    if store:
+        return StoreRunCropDataset(samples, y, **crops)
+    return RunCropDataset(samples.x, y, samples.lengths, **crops)
 
 
 def train_stage(config: dict, ws: Workspace, keys: dict, *, fold: int | None = None) -> None:
@@ -597,6 +638,9 @@ def _train_fold(config: dict, ws: Workspace, name: str, k: int, key: str) -> Non
 
 
 def _fit(config: dict, name: str, train, val, out: Path, *, y=None, y_val=None):
+    """Train model ``name`` on ``train`` (a SampleSet or a standardised store view),
+    checked every epoch on ``val`` (either kind too)."""
+    from .data.store import SampleStore, StoreDataset
     from .models import build_model
     from .training import SequenceDataset, fit
 
@@ -604,8 +648,10 @@ def _fit(config: dict, name: str, train, val, out: Path, *, y=None, y_val=None):
     kind = options.pop("kind")
     t = config["training"]
     seed_everything(config["seed"])
-    model = build_model(kind, train.x.shape[2], len(train.classes), **options)
-    val_set = SequenceDataset(val.x, val.y if y_val is None else y_val, val.lengths)
+    model = build_model(kind, len(train.region_names), len(train.classes), **options)
+    y_val = val.y if y_val is None else y_val
+    val_set = (StoreDataset(val, y_val) if isinstance(val, SampleStore)
+               else SequenceDataset(val.x, y_val, val.lengths))
     return fit(
         model, _train_dataset(config, train, y), val_set, epochs=t["epochs"], lr=t["lr"],
         batch_size=t["batch_size"], patience=t["patience"], weight_decay=t["weight_decay"],
@@ -664,21 +710,43 @@ def _fresh_model_dir(out: Path, key: str) -> Path:
     return out
 
 
-def explain_stage(config: dict, ws: Workspace, keys: dict) -> None:
+def explain_stage(config: dict, ws: Workspace, keys: dict, *, fold: int | None = None) -> None:
     """Saliency of every fold's model and its null models on that fold's held-out subjects,
-    placed in run time; sanity checks and group tests across subjects."""
+    placed in run time; sanity checks and group tests across subjects.
+
+    Each fold is explained on its own (only its windows in memory) and saved under
+    ``saliency/<model>/fold-<k>/``; folds already explained with these parameters are
+    loaded. With ``fold``, only that fold is explained (an array task; it needs that fold
+    trained, not the pooled train stage) and the stage is not marked done: run it once
+    more without a fold to pool the folds.
+    """
     from .saliency.sanity import explain_model
 
     for name in config["models"]:
         model_key = _model_key(keys["explain"], config, name)
         if _is_done(ws, "explain", model_key, name, output=ws.saliency_dir(name) / "metrics.json"):
             continue
-        _require(ws, "train", _model_key(keys["train"], config, name), name)
-        folds = [(ws.fold_dir(name, k), _fold_windows(config, ws, k)) for k in range(n_folds(ws))]
+        train_key = _model_key(keys["train"], config, name)
+        if fold is None:
+            _require(ws, "train", train_key, name)
+        else:
+            _require(ws, "samples", keys["samples"])
+            if fold >= n_folds(ws):
+                raise InvalidParameterError(
+                    f"Invalid value for 'fold': {fold}. This run has {n_folds(ws)} folds (0..{n_folds(ws) - 1}).")
+        for k in range(n_folds(ws)) if fold is None else [fold]:
+            _explain_fold(config, ws, name, k, model_key, train_key)
+        if fold is not None:
+            logger.info("Explained fold %d of %s; run the stage without a fold to pool the folds.", fold, name)
+            continue
+        _remove_stale_folds(ws, name)
         evaluation = json.loads((ws.model_dir(name) / "evaluation.json").read_text())
-        summary = explain_model(folds, ws.saliency_dir(name), config=config, evaluation=evaluation,
+        summary = explain_model([_explained_fold_dir(ws, name, k) for k in range(n_folds(ws))],
+                                ws.saliency_dir(name), config=config, evaluation=evaluation,
                                 ground_truth=_ground_truth_for(config, ws))
         _mark_done(ws, "explain", model_key, name, **summary)
+    if fold is not None:
+        return  # the linear reference is fitted when the folds are pooled
     linear_key = _model_key(keys["explain"], config, "linear")
     if not config["report"]["linear_baseline"]:
         _remove_linear(ws)
@@ -687,6 +755,36 @@ def explain_stage(config: dict, ws: Workspace, keys: dict) -> None:
         _remove_linear(ws)
         summary = _explain_linear(config, ws)
         _mark_done(ws, "explain", linear_key, "linear", **summary)
+
+
+def _explained_fold_dir(ws: Workspace, name: str, k: int) -> Path:
+    return ws.saliency_dir(name) / f"fold-{k}"
+
+
+def _explain_fold(config: dict, ws: Workspace, name: str, k: int, model_key: str, train_key: str) -> None:
+    """Explain model ``name`` on fold ``k`` (skipped when done with these parameters)."""
+    from .saliency.sanity import explain_fold
+
+    key = config_hash(model_key, k)
+    if _marker(ws, "explain-fold", key, f"{name}-{k}"):
+        logger.info("Skipping the saliency of %s fold %d: already done with these parameters.", name, k)
+        return
+    if _marker(ws, "train-fold", config_hash(train_key, k), f"{name}-{k}") is None:
+        raise InputDataError(
+            f"Fold {k} of model {name!r} has not been trained with the current parameters in "
+            f"{ws.root}: run 'fmri-ica train CONFIG --fold {k}' (or the train stage) first.")
+    explain_fold(ws.fold_dir(name, k), _fold_windows(config, ws, k), _explained_fold_dir(ws, name, k),
+                 config=config, fold=k, n_folds=n_folds(ws))
+    _mark_done(ws, "explain-fold", key, f"{name}-{k}")
+
+
+def _remove_stale_folds(ws: Workspace, name: str) -> None:
+    """Forget explained folds beyond this run's number of folds (an earlier configuration's)."""
+    for path in ws.saliency_dir(name).glob("fold-*"):
+        k = path.name.removeprefix("fold-")
+        if not k.isdigit() or int(k) >= n_folds(ws):
+            shutil.rmtree(path)
+            ws.marker("explain-fold", f"{name}-{k}").unlink(missing_ok=True)
 
 
 def _fold_windows(config: dict, ws: Workspace, k: int):
@@ -747,12 +845,18 @@ def pooled_subjects(pooled: dict) -> list[str]:
 
 
 def _first_windows(config: dict, samples):
-    """One run-aligned window per run (runs mode), or the windows if they share one length."""
+    """One run-aligned window per run (runs mode), or the windows if they share one length;
+    in memory (a SampleSet), also from a store view (only those windows are read)."""
+    from .data.store import SampleStore
+
     window = config["samples"]["window"]
+    store = isinstance(samples, SampleStore)
     if config["samples"]["mode"] == "runs":
         keep = samples.lengths >= window
         if not keep.any():
             return None
+        if store:
+            return samples.subset(keep).to_samples(time=window)
         out = samples.subset(keep)
         out.x, out.task_on = out.x[:, :window], out.task_on[:, :window]
         out.lengths = np.full(len(out), window, dtype=np.int64)
@@ -762,7 +866,8 @@ def _first_windows(config: dict, samples):
     first = {}  # each run's earliest window
     for i in np.argsort(samples.starts, kind="stable"):
         first.setdefault(str(samples.runs[i]), i)
-    return samples.subset(sorted(first.values()))
+    out = samples.subset(sorted(first.values()))
+    return out.to_samples() if store else out
 
 
 def load_class_maps(directory: Path) -> tuple[list, dict]:
@@ -903,17 +1008,32 @@ def _to_atlas_regions(maps: np.ndarray, regions: list[str], atlas, fill: float =
     return out
 
 
+def _runs_for_report(ws: Workspace):
+    """What the report needs of the samples (classes, t_r, labels, subjects, task-ON flags),
+    from ``samples.npz`` or, without reading its frames, from the sample store."""
+    from types import SimpleNamespace
+
+    from .data.samples import SampleSet
+
+    if not json.loads((ws.samples / "folds.json").read_text()).get("store"):
+        return SampleSet.load(ws.samples / "samples.npz")
+    from .data.store import SampleStore
+
+    store = SampleStore(ws.samples / "store")
+    return SimpleNamespace(classes=store.classes, t_r=store.t_r, y=store.y, subjects=store.subjects,
+                           task_on=store.task_on())
+
+
 def report_stage(config: dict, ws: Workspace, keys: dict) -> None:
     """Figures for every model and class, trained beside null models, then the HTML report.
     Figures whose inputs did not change since the last report are reused."""
-    from .data.samples import SampleSet
     from .reporting.report import ModelResult, Report, write_report
 
     if _is_done(ws, "report", keys["report"], output=ws.report):
         return
     names = _explained(config, ws, keys)
     atlas, sidecar = _atlas_for_outputs(config, ws, keys)
-    runs = SampleSet.load(ws.samples / "samples.npz")
+    runs = _runs_for_report(ws)
     group = {name: _group_figure_task(config, ws, name) for name in names if name != "linear"}
     results = _draw_class_figures(config, ws, names, atlas, runs, extra=[task for _, task in group.values()])
     _mark_planted(results, _ground_truth_for(config, ws))

@@ -6,7 +6,9 @@
 #   1. scripts/slurm_parcellate.sh   array of SHARDS tasks, each every SHARDS-th run (CPU)
 #   2. scripts/slurm_samples.sh      finishes parcellation, builds samples and folds (CPU)
 #   3. scripts/slurm_folds.sh        array, one cross-validation fold per task (one GPU each)
-#   4. scripts/slurm_report.sh       pools the folds, explains, projects, writes the report
+#   4. scripts/slurm_explain.sh      array, the saliency of one fold per task (one GPU each)
+#   5. scripts/slurm_report.sh       pools the folds' scores and saliency (sanity statistics,
+#                                    group tests), projects the maps, writes the report
 #
 # Each job starts when the one before it succeeded (--dependency=afterok; for an array, all
 # of its tasks); if one fails, the jobs after it are cancelled (--kill-on-invalid-dep), and
@@ -31,6 +33,7 @@ submit() {  # sbatch, printing only the job id
 parcellate=$(submit --array=0-$((SHARDS - 1)) "$HERE/slurm_parcellate.sh" "$CONFIG")
 samples=$(submit --dependency=afterok:"$parcellate" "$HERE/slurm_samples.sh" "$CONFIG")
 folds=$(submit --array=0-$((FOLDS - 1)) --dependency=afterok:"$samples" "$HERE/slurm_folds.sh" "$CONFIG")
-report=$(submit --dependency=afterok:"$folds" "$HERE/slurm_report.sh" "$CONFIG")
-echo "parcellate $parcellate, samples $samples, folds $folds ($FOLDS), report $report"
+explain=$(submit --array=0-$((FOLDS - 1)) --dependency=afterok:"$folds" "$HERE/slurm_explain.sh" "$CONFIG")
+report=$(submit --dependency=afterok:"$explain" "$HERE/slurm_report.sh" "$CONFIG")
+echo "parcellate $parcellate, samples $samples, folds $folds ($FOLDS), explain $explain ($FOLDS), report $report"
 echo "follow them with: squeue -u ${USER:-$(id -un)}; the report job writes report.html under the config's output"

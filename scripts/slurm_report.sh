@@ -1,6 +1,7 @@
 #!/bin/bash
-# The final gather job: pool the folds' held-out scores, explain every fold's model (and its
-# null models) on its held-out subjects, project the maps onto the atlas and write the report.
+# The final gather job: pool the folds' held-out scores and the folds' saliency (explained by
+# scripts/slurm_explain.sh; any fold not yet explained is explained here), project the maps onto
+# the atlas and write the report.
 #
 #   sbatch --dependency=afterok:<training or fold array id> scripts/slurm_report.sh config.yaml
 #

@@ -110,10 +110,11 @@ def run_stages(args: argparse.Namespace, stages: tuple[str, ...]) -> int:
     return 0
 
 
-def add_fold_argument(parser: argparse.ArgumentParser) -> None:
+def add_fold_argument(parser: argparse.ArgumentParser, what: str = "train and explain") -> None:
+    """``--fold K|auto``; ``what``: the stages it limits, for the help."""
     parser.add_argument(
         "--fold", metavar="K",
-        help="train only cross-validation fold K (0-based; 'auto' reads SLURM_ARRAY_TASK_ID), "
+        help=f"{what} only cross-validation fold K (0-based; 'auto' reads SLURM_ARRAY_TASK_ID), "
         "for array jobs; then run the stage once more without --fold to pool the folds",
     )
 
@@ -123,8 +124,8 @@ def stage_command(stage: str):
 
     def add_arguments(parser: argparse.ArgumentParser) -> None:
         add_config_arguments(parser)
-        if stage == "train":
-            add_fold_argument(parser)
+        if stage in ("train", "explain"):
+            add_fold_argument(parser, stage)
 
     def run(args: argparse.Namespace) -> int:
         return run_stages(args, (stage,))

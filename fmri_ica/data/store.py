@@ -222,6 +222,7 @@ class SampleStore:
         _check_size(self.path / TASK_ON, self._n_frames)
         self._table = table
         self._positions = np.arange(len(table))
+        self.scaler: Standardizer | None = None  # applied by read/crops/to_samples (a view's)
         self._files: dict = {}  # open lazily, shared by the views, one set per process
 
     def __getstate__(self) -> dict:  # picklable for DataLoader workers: files reopen there
@@ -279,38 +280,64 @@ class SampleStore:
         view._positions = self._positions[index.astype(np.int64)]
         return view
 
-    def read(self, index, scaler: Standardizer | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Samples ``index`` padded to ``time``: ``x`` (k, time, region) float32 (standardised
-        with ``scaler`` if given, zero after each length) and ``task_on`` (k, time) bool."""
+    def with_scaler(self, scaler: Standardizer | None) -> SampleStore:
+        """A view of the same samples that :meth:`read`, :meth:`crops`, :meth:`to_samples` and
+        the store datasets standardise with ``scaler`` (None: stored values), as
+        ``scaler.transform`` would, on the fly (``fit_standardizer`` still sees stored values)."""
+        view = self.subset(np.arange(len(self)))
+        view.scaler = scaler
+        return view
+
+    def read(self, index, scaler: Standardizer | None = None,
+             time: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Samples ``index``: ``x`` (k, time, region) float32, standardised with ``scaler``
+        (default: the view's, see :meth:`with_scaler`), zero after each length, and
+        ``task_on`` (k, time) bool. ``time`` (default: the store's) keeps only the first
+        ``time`` frames of each sample (only those are read)."""
         rows = self._table[self._positions[np.asarray(index, dtype=np.int64)]]
-        x = np.zeros((len(rows), self.time, len(self.region_names)), dtype=np.float32)
-        task_on = np.zeros((len(rows), self.time), dtype=bool)
-        for i, (offset, length) in enumerate(zip(rows["offset"], rows["length"], strict=True)):
+        time = self.time if time is None else time
+        lengths = np.minimum(rows["length"], time)
+        x = np.zeros((len(rows), time, len(self.region_names)), dtype=np.float32)
+        task_on = np.zeros((len(rows), time), dtype=bool)
+        for i, (offset, length) in enumerate(zip(rows["offset"], lengths, strict=True)):
             x[i, :length] = self._frame_rows(offset, length)
             task_on[i, :length] = self._pread(TASK_ON, offset, length, np.uint8)[:, 0]
-        return standardize(x, rows["length"], scaler), task_on
+        return standardize(x, lengths, self.scaler if scaler is None else scaler), task_on
 
-    def crops(self, index, starts, lengths, window: int) -> np.ndarray:
+    def crops(self, index, starts, lengths, window: int,
+              scaler: Standardizer | None = None) -> np.ndarray:
         """``x`` (k, window, region) float32: ``lengths[i]`` frames of sample ``index[i]`` from
-        frame ``starts[i]`` on, zero after."""
+        frame ``starts[i]`` on, standardised with ``scaler`` (default: the view's), zero
+        after."""
         rows = self._table[self._positions[np.asarray(index, dtype=np.int64)]]
         x = np.zeros((len(rows), window, len(self.region_names)), dtype=np.float32)
         for i, (offset, start, length) in enumerate(zip(rows["offset"], starts, lengths, strict=True)):
             x[i, :length] = self._frame_rows(offset + start, length)
-        return x
+        return standardize(x, lengths, self.scaler if scaler is None else scaler)
 
-    def to_samples(self) -> SampleSet:
-        """The samples in memory, as :class:`~fmri_ica.data.samples.SampleSet` (small sets)."""
-        x, task_on = self.read(np.arange(len(self)))
+    def task_on(self) -> np.ndarray:
+        """Task-ON flags, (n, time) bool, padded like ``SampleSet.task_on``; no frame is read."""
+        rows = self._table[self._positions]
+        out = np.zeros((len(rows), self.time), dtype=bool)
+        for i, (offset, length) in enumerate(zip(rows["offset"], rows["length"], strict=True)):
+            out[i, :length] = self._pread(TASK_ON, offset, length, np.uint8)[:, 0]
+        return out
+
+    def to_samples(self, time: int | None = None) -> SampleSet:
+        """The samples in memory, as :class:`~fmri_ica.data.samples.SampleSet` (small sets),
+        standardised with the view's scaler if it has one; ``time``: only the first ``time``
+        frames of each (e.g. one window per run), ``x`` (n, time, region)."""
+        x, task_on = self.read(np.arange(len(self)), time=time)
+        lengths = self.lengths if time is None else np.minimum(self.lengths, time)
         return SampleSet(
-            x=x, y=self.y, lengths=self.lengths, task_on=task_on, subjects=self.subjects,
+            x=x, y=self.y, lengths=lengths, task_on=task_on, subjects=self.subjects,
             runs=self.runs, starts=self.starts, classes=list(self.classes),
             region_names=list(self.region_names), t_r=self.t_r, metadata=dict(self.metadata),
         )
 
-    def iter_frames(self, chunk_frames: int = 1 << 20):
-        """Yield the valid frames of the samples, (k, region) float32 blocks of about
-        ``chunk_frames`` frames, in sample order."""
+    def iter_frames(self, chunk_frames: int = 1 << 14):
+        """Yield the valid frames of the samples as stored (not standardised), (k, region)
+        float32 blocks of about ``chunk_frames`` frames, in sample order."""
         rows = self._table[self._positions]
         bounds = np.cumsum(rows["length"])
         first = 0
@@ -343,9 +370,10 @@ def standardize(x: np.ndarray, lengths: np.ndarray, scaler: Standardizer | None)
     return np.where(valid, (x - scaler.mean_) / scaler.scale_, 0.0).astype(np.float32)
 
 
-def fit_standardizer(store: SampleStore, chunk_frames: int = 1 << 20) -> Standardizer:
-    """A :class:`Standardizer` fitted on the valid frames of ``store`` (e.g. a fold's training
-    subset), streaming in float64 blocks of ``chunk_frames`` frames: equal to
+def fit_standardizer(store: SampleStore, chunk_frames: int = 1 << 14) -> Standardizer:
+    """A :class:`Standardizer` fitted on the stored valid frames of ``store`` (e.g. a fold's
+    training subset), streaming in float64 blocks of ``chunk_frames`` frames (about
+    ``chunk_frames x region x 8`` bytes, a few times over, at a time): equal to
     ``Standardizer().fit(store.to_samples())`` up to float32 rounding, in bounded memory."""
     count, mean, m2 = 0, 0.0, 0.0
     for block in store.iter_frames(chunk_frames):
@@ -374,6 +402,7 @@ class StoreDataset(Dataset):
     y : array-like of int, shape (n,), optional
         Labels instead of the store's (e.g. permuted ones).
     scaler : Standardizer, optional
+        Default: the view's (see :meth:`SampleStore.with_scaler`).
     """
 
     def __init__(self, store: SampleStore, y=None, scaler: Standardizer | None = None):
@@ -414,6 +443,7 @@ class StoreRunCropDataset(RunCropDataset):
     window, crops_per_run, seed, noise_std
         As in :class:`~fmri_ica.training.data.RunCropDataset`.
     scaler : Standardizer, optional
+        Default: the view's (see :meth:`SampleStore.with_scaler`).
     """
 
     def __init__(self, store: SampleStore, y=None, *, window, crops_per_run=4, seed=0,
@@ -428,5 +458,5 @@ class StoreRunCropDataset(RunCropDataset):
         self.set_epoch(0)
 
     def _crops(self, runs, starts, crop_lengths) -> torch.Tensor:
-        x = self.store.crops(runs.numpy(), starts.numpy(), crop_lengths.numpy(), self.window)
-        return torch.from_numpy(standardize(x, crop_lengths.numpy(), self.scaler))
+        return torch.from_numpy(self.store.crops(runs.numpy(), starts.numpy(), crop_lengths.numpy(),
+                                                 self.window, scaler=self.scaler))

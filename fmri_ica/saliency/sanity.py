@@ -12,9 +12,11 @@ tests of trained against null across subjects (:mod:`fmri_ica.saliency.group`).
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +26,7 @@ from ..exceptions import InputDataError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["explain_model", "load_group_result"]
+__all__ = ["explain_fold", "explain_model", "load_group_result"]
 
 #: Null models in the order the report shows them.
 NULL_LABELS = {
@@ -33,27 +35,124 @@ NULL_LABELS = {
 }
 
 
-def explain_model(folds, out: Path, *, config: dict, evaluation: dict, ground_truth,
-                  progress: bool = True) -> dict:
-    """Saliency of one model over all folds, with its nulls; writes ``out`` and returns a
+def explain_fold(fold_dir, windows, out, *, config: dict, fold: int = 0, n_folds: int = 1,
+                 progress: bool = True) -> Path:
+    """Saliency of one fold's model and its nulls on the fold's held-out windows, written to
+    ``out`` for :func:`explain_model` to pool (one fold per SLURM array task).
+
+    Parameters
+    ----------
+    fold_dir : Path
+        The fold's model folder (``trained/``, ``permuted/``).
+    windows : SampleSet
+        The fold's test windows, x: (n, time, region).
+    out : Path
+        ``saliency/<model>/fold-<k>/``, replaced: ``saliency.npy`` (the trained model's
+        |attribution|, (n, time, region) float32), ``windows.npz`` (the windows without
+        their time series), ``fold.npz`` (per-subject maps and curves of every model
+        variant) and ``fold.json`` (what ``fold.npz`` holds, the removal test).
+    config : dict
+        The pipeline configuration.
+    fold : int, default=0
+        The fold's index: seeds its nulls, as in a run over all folds.
+    n_folds : int, default=1
+        The number of folds (for messages).
+    progress : bool, default=True
+        A progress bar over the models (the trained one and its nulls).
+
+    Returns
+    -------
+    out : Path
+    """
+    out = Path(out)
+    per_subject, curves, kept, removal = _explain_folds(
+        [(fold_dir, windows)], out.parent.name, config, progress, first=fold, total=n_folds)
+    saliency, windows = kept[0]
+    shutil.rmtree(out, ignore_errors=True)  # a fold explained with other parameters
+    out.mkdir(parents=True)
+    with atomic_path(out / "saliency.npy") as tmp, open(tmp, "wb") as handle:
+        np.save(handle, saliency)
+    replace(windows, x=windows.x[:, :, :0]).save(out / "windows.npz")  # pooling needs no x
+    arrays = {}  # map/<i>: the i-th (variant, subject, class) map, in the order of "maps"
+    for subjects in per_subject.values():
+        for classes in subjects.values():
+            for values in classes.values():
+                arrays[f"map/{len(arrays)}"] = values
+    maps = {variant: {subject: list(classes) for subject, classes in subjects.items()}
+            for variant, subjects in per_subject.items()}
+    for variant, parts in curves.items():
+        for field, values in parts[0].items():
+            arrays[f"curves/{variant}/{field}"] = values
+    with atomic_path(out / "fold.npz") as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **arrays)
+    write_json(out / "fold.json", {"fold": fold, "maps": maps, "variants": list(curves),
+                                   "removal": removal[0]})
+    return out
+
+
+def _load_fold(directory: Path) -> tuple[dict, dict, tuple, list]:
+    """One fold written by :func:`explain_fold`: per-subject maps and curves per variant,
+    (trained saliency, windows), removal-test rows."""
+    from ..data.samples import SampleSet
+
+    directory = Path(directory)
+    missing = [n for n in ("fold.json", "fold.npz", "saliency.npy", "windows.npz")
+               if not (directory / n).is_file()]
+    if missing:
+        raise InputDataError(f"No explained fold in {directory}: {missing} not found. Run "
+                             "'fmri-ica explain CONFIG --fold K' for that fold (or without --fold).")
+    meta = json.loads((directory / "fold.json").read_text())
+    per_subject: dict[str, dict] = {}
+    with np.load(directory / "fold.npz", allow_pickle=False) as data:
+        index = iter(range(len(data.files)))
+        for variant, subjects in meta["maps"].items():
+            per_subject[variant] = {subject: {name: data[f"map/{next(index)}"] for name in classes}
+                                    for subject, classes in subjects.items()}
+        curves = {v: {f: data[f"curves/{v}/{f}"] for f in ("curves", "subjects", "y", "lengths")}
+                  for v in meta["variants"]}
+    saliency = np.load(directory / "saliency.npy", allow_pickle=False)
+    return per_subject, curves, (saliency, SampleSet.load(directory / "windows.npz")), meta["removal"]
+
+
+def explain_model(folds, out: Path, *, config: dict, evaluation: dict, ground_truth) -> dict:
+    """Pool the explained folds of one model with its nulls; writes ``out`` and returns a
     summary for the stage marker.
 
     Parameters
     ----------
-    folds : list of (Path, SampleSet)
-        Each fold's model folder (``trained/``, ``permuted/``) and its test windows.
+    folds : list of Path
+        Every fold's folder written by :func:`explain_fold`, in fold order.
     out : Path
         ``saliency/<model>/``: ``class_maps*`` (group maps in run time; the nulls' in
         ``nulls/<variant>/``), ``curves.npz``, ``group.npz`` and ``metrics.json``.
-    progress : bool, default=True
-        A progress bar over folds x models (the trained one and its nulls), on stderr when
-        it is a terminal.
+    config : dict
+        The pipeline configuration.
+    evaluation : dict
+        The model's pooled held-out scores (``models/<model>/evaluation.json``).
+    ground_truth : dict or None
+        Planted regions of a simulation, for the planted-region scores.
+
+    Raises
+    ------
+    InputDataError
+        If a fold's folder is incomplete.
     """
     from .scoring import accuracy_gate
 
     options = config["saliency"]
-    per_subject, curves, kept, removal = _explain_folds(folds, Path(out).name, config, progress)
+    per_subject: dict[str, dict] = {}
+    curves: dict[str, list] = {}
+    kept, removal = [], []
+    for directory in folds:
+        maps, parts, trained, rows = _load_fold(directory)
+        for variant, subjects in maps.items():
+            per_subject.setdefault(variant, {}).update(subjects)
+        for variant, part in parts.items():
+            curves.setdefault(variant, []).append(part)
+        kept.append(trained)
+        removal.append(rows)
     trained_saliency, test = _concatenate(kept)
+    del kept
     metrics = _trained_metrics(trained_saliency, test, options, ground_truth, config["seed"])
     metrics["removal"] = _mean_rows(removal)
     metrics.update(accuracy_gate(evaluation["test"], test.classes))
@@ -66,25 +165,30 @@ def explain_model(folds, out: Path, *, config: dict, evaluation: dict, ground_tr
             "verdict": {k: v["differs"] for k, v in metrics["sanity"]["verdicts"].items()}}
 
 
-def _explain_folds(folds, name: str, config: dict, show: bool):
+def _explain_folds(folds, name: str, config: dict, show: bool, *, first: int = 0,
+                   total: int | None = None):
     """Saliency of each fold's models on its held-out windows: per-subject maps and curves
-    per variant, the trained model's saliency and its removal test per fold."""
+    per variant, the trained model's saliency and its removal test per fold.
+
+    ``folds`` are folds ``first``, ``first + 1``, ... of ``total`` (default: all of them)."""
     options, sanity = config["saliency"], config["sanity"]
+    total = len(folds) if total is None else total
     per_subject: dict[str, dict] = {}
     curves: dict[str, list] = {}
     kept, removal = [], []
     # one step per fold x model; the total is known once the first fold's nulls are built
     with progress(desc=f"explain[{name}]", enabled=show, unit="model") as bar:
-        for k, (fold_dir, windows) in enumerate(folds):
+        for i, (fold_dir, windows) in enumerate(folds):
+            k = first + i
             models = _variants(Path(fold_dir), sanity, config["training"]["selection"],
                                seed=config["seed"] + k)
-            bar.total = bar.n + len(models) * (len(folds) - k)
+            bar.total = bar.n + len(models) * (len(folds) - i)
             bar.refresh()
             logger.log(item_log_level(bar), "Saliency (%s) of %s and %d null model(s), fold %d/%d, "
-                       "%d windows", options["method"], name, len(models) - 1, k + 1, len(folds),
+                       "%d windows", options["method"], name, len(models) - 1, k + 1, total,
                        len(windows))
             for variant, model in models.items():
-                bar.set_postfix(fold=f"{k + 1}/{len(folds)}", model=variant, refresh=False)
+                bar.set_postfix(fold=f"{k + 1}/{total}", model=variant, refresh=False)
                 saliency = _saliency(model, windows, options, config["training"]["device"])
                 curves.setdefault(variant, []).append(_curves(saliency, windows))
                 _add_subject_maps(per_subject.setdefault(variant, {}), saliency, windows, config)

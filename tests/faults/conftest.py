@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +22,11 @@ class Result:
 
 
 @pytest.fixture
-def cli(capsys):
-    """``cli(*argv)``: ``fmri-ica -q ARGV`` in this process -> Result(code, out, err)."""
+def cli(capsys, request):
+    """``cli(*argv)``: ``fmri-ica -q ARGV`` in this process -> Result(code, out, err).
+
+    With FMRI_ICA_FAULT_TABLE=FILE every call appends (test, exit code, error line) to FILE as
+    JSON lines: the corpus table of the closing notes (``tests/faults/table.py`` prints it)."""
     from fmri_ica.cli import main
 
     def run(*argv) -> Result:
@@ -31,9 +36,19 @@ def cli(capsys):
         except SystemExit as stop:
             code = stop.code
         out, err = capsys.readouterr()
+        _record(request.node.nodeid, argv, code, err)
         return Result(code, out, err)
 
     return run
+
+
+def _record(test: str, argv, code, err: str) -> None:
+    target = os.environ.get("FMRI_ICA_FAULT_TABLE")
+    if target:
+        line = next((x for x in err.splitlines() if x.startswith("fmri-ica ")), "")
+        with open(target, "a") as handle:
+            handle.write(json.dumps({"test": test, "command": str(argv[0]) if argv else "",
+                                     "code": code, "message": line}) + "\n")
 
 
 @pytest.fixture
