@@ -6,7 +6,10 @@ the last call of each test is its case.
 
 import collections
 import json
+import re
 import sys
+
+TEMP = re.compile(r"/tmp/pytest-of-[^/]+/pytest-\d+/[^/ ]+/")
 
 
 def main(path: str) -> None:
@@ -17,7 +20,7 @@ def main(path: str) -> None:
     print("| case | command | exit | message (first 110 characters) |\n|---|---|---|---|")
     for test, row in cases.items():
         name = test.split("::", 1)[1]
-        message = row["message"].replace("|", "/")[:110] or "(none: success)"
+        message = TEMP.sub(".../", row["message"]).replace("|", "/")[:110] or "(none: success)"
         print(f"| {name} | {row['command']} | {row['code']} | {message} |")
     counts = collections.Counter(row["code"] for row in cases.values())
     print(f"\n{len(cases)} cases through the CLI; exit codes: "

@@ -31,10 +31,11 @@ def setup(tmp_path_factory):
     return config, folder / "clean", time.perf_counter() - start
 
 
-def _launch(config, out, stderr=subprocess.DEVNULL) -> subprocess.Popen:
+def _launch(config, out, stderr=subprocess.DEVNULL, stages=STAGES) -> subprocess.Popen:
+    """``fmri-ica run CONFIG --output OUT`` with ``stages`` (empty: all) in a new process."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "FMRI_ICA_DEBUG": ""}
     return subprocess.Popen([sys.executable, "-m", "fmri_ica.cli", "-q", "run", str(config),
-                             "--output", str(out), *STAGES],
+                             "--output", str(out), *stages],
                             stdout=subprocess.DEVNULL, stderr=stderr, env=env, text=True)
 
 
@@ -85,3 +86,42 @@ def test_sigkill_then_resume_gives_the_outputs_of_a_clean_run(setup, tmp_path, s
     assert _launch(config, out).wait(timeout=300) == 0
     assert not list(out.rglob("*.lock"))
     _assert_same_outputs(out, clean)
+
+
+@pytest.fixture(scope="module")
+def whole(setup):
+    """The clean run of every stage (explain, project and report too) and its wall time."""
+    config, clean, _ = setup
+    out = clean.parent / "clean-all"
+    start = time.perf_counter()
+    assert _launch(config, out, stages=()).wait(timeout=600) == 0
+    return config, out, time.perf_counter() - start
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("share", [0.2, 0.45, 0.7, 0.9])
+def test_sigkill_anywhere_in_the_whole_pipeline_then_resume(whole, tmp_path, share):
+    """Every stage, explain / project / report included: a killed run resumed equals a clean one."""
+    import nibabel as nib
+
+    config, clean, seconds = whole
+    out = tmp_path / "killed"
+    process = _launch(config, out, stages=())
+    time.sleep(share * seconds)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert _launch(config, out, stages=()).wait(timeout=600) == 0
+    _assert_same_outputs(out, clean)
+    for path in sorted(clean.glob("saliency/**/*.npz")):
+        with np.load(path) as b, np.load(out / path.relative_to(clean)) as a:
+            for key in b.files:
+                np.testing.assert_array_equal(a[key], b[key], err_msg=str(path))
+    metrics = "saliency/tiny/metrics.json"
+    assert json.loads((out / metrics).read_text()) == json.loads((clean / metrics).read_text())
+    maps = sorted(clean.glob("maps/**/*.nii.gz"))
+    assert maps and sorted(p.relative_to(out) for p in out.glob("maps/**/*.nii.gz")) == \
+        [p.relative_to(clean) for p in maps]
+    for path in maps:
+        np.testing.assert_array_equal(np.asanyarray(nib.load(out / path.relative_to(clean)).dataobj),
+                                      np.asanyarray(nib.load(path).dataobj), err_msg=str(path))
+    assert (out / "report.html").is_file() and not list(out.rglob("*.lock"))
