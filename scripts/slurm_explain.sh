@@ -23,6 +23,8 @@
 #SBATCH --requeue
 # One log per fold: job name, array job id (%A), fold (%a).
 #SBATCH --output=%x_%A_%a.out
+# A requeued job appends to its log (SLURM truncates it by default): the interruption stays.
+#SBATCH --open-mode=append
 set -uo pipefail
 
 CONFIG=${1:?usage: sbatch --array=0-K scripts/slurm_explain.sh CONFIG [fmri-ica explain options...]}

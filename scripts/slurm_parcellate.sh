@@ -31,6 +31,8 @@
 #SBATCH --requeue
 # One log per array task: job name, array job id (%A), task id (%a).
 #SBATCH --output=%x_%A_%a.out
+# A requeued job appends to its log (SLURM truncates it by default): the interruption stays.
+#SBATCH --open-mode=append
 set -uo pipefail
 
 FIRST=${1:?usage: sbatch --array=0-N scripts/slurm_parcellate.sh CONFIG | ROOT OUT [ATLAS] [options...]}

@@ -17,6 +17,8 @@
 #SBATCH --signal=B:TERM@60
 #SBATCH --requeue
 #SBATCH --output=%x_%j.out
+# A requeued job appends to its log (SLURM truncates it by default): the interruption stays.
+#SBATCH --open-mode=append
 set -uo pipefail
 
 CONFIG=${1:?usage: sbatch scripts/slurm_report.sh CONFIG [fmri-ica run options...]}

@@ -26,6 +26,8 @@
 #SBATCH --requeue
 # One log per job: job name (%x) and id (%j).
 #SBATCH --output=%x_%j.out
+# A requeued job appends to its log (SLURM truncates it by default): the interruption stays.
+#SBATCH --open-mode=append
 set -uo pipefail
 
 CONFIG=${1:?usage: sbatch scripts/slurm_run.sh CONFIG [fmri-ica run options...]}

@@ -8,7 +8,7 @@ and says why. The tests submit the templates as a user would and compare what th
 wrote with a local run of the same config: SLURM must change where work runs, not what
 it computes.
 
-Run with ``pytest -m slurm tests/test_slurm.py`` (about 2-4 minutes on 2 busy CPUs).
+Run with ``pytest -m slurm tests/test_slurm.py`` (about 6-7 minutes on 2 busy CPUs).
 """
 
 from __future__ import annotations
@@ -225,18 +225,18 @@ def _finish(process: subprocess.Popen) -> None:
     assert process.returncode == 0, f"the local reference run failed: {err[-2000:]}"
 
 
-def _same_json(a, b, where="") -> None:
-    """Equal JSON, floats within 1e-5 relative (saliency may sum in another thread order)."""
+def _same_json(a, b, where="", rtol=1e-5) -> None:
+    """Equal JSON, floats within ``rtol`` relative (saliency may sum in another thread order)."""
     if isinstance(a, dict):
         assert a.keys() == b.keys(), where
         for key in a:
-            _same_json(a[key], b[key], f"{where}.{key}")
+            _same_json(a[key], b[key], f"{where}.{key}", rtol)
     elif isinstance(a, list):
         assert len(a) == len(b), where
         for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            _same_json(x, y, f"{where}[{i}]")
+            _same_json(x, y, f"{where}[{i}]", rtol)
     elif isinstance(a, float) and isinstance(b, float):
-        assert np.isclose(a, b, rtol=1e-5, atol=1e-8, equal_nan=True), f"{where}: {a} != {b}"
+        assert np.isclose(a, b, rtol=rtol, atol=1e-8, equal_nan=True), f"{where}: {a} != {b}"
     else:
         assert a == b, where
 
@@ -355,3 +355,87 @@ def _sbatch(arguments: list[str], logs: Path, env: dict) -> str:
                           text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     return done.stdout.strip().split(";")[0]
+
+
+REQUEUE_EPOCHS = 100  # 4 trainings (2 folds x trained, permuted), 10-100 ms an epoch here
+
+
+def _wait_for_log(log: Path, pattern: str, timeout_s: float) -> None:
+    """Wait until ``log`` has a line matching ``pattern``; fail with its tail otherwise."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if log.is_file() and re.search(pattern, log.read_text(), re.MULTILINE):
+            return
+        time.sleep(0.2)
+    tail = log.read_text()[-1500:] if log.is_file() else "(no log)"
+    pytest.fail(f"{log.name} has no line matching {pattern!r} after {timeout_s} s:\n{tail}")
+
+
+def _start_requeued_now(job: str, env: dict, log: Path) -> None:
+    """Wait until ``job`` is requeued (pending, Restarts=1), then let it start at once:
+    SLURM holds a requeued job back for the credential lifetime (120 s by default), a wait
+    that tests nothing here."""
+    deadline, details = time.monotonic() + 120, ""
+    while time.monotonic() < deadline:
+        details = subprocess.run(["scontrol", "-o", "show", "job", job], env=env,
+                                 capture_output=True, text=True, timeout=30).stdout
+        if re.search(r"\bRestarts=1\b", details) and "JobState=PENDING" in details:
+            break
+        time.sleep(0.5)
+    else:
+        tail = log.read_text()[-1500:] if log.is_file() else "(no log)"
+        pytest.fail(f"job {job} was not requeued within 120 s of SIGTERM: {details}\n{tail}")
+    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], env=env,
+                   capture_output=True, text=True, timeout=30, check=True)
+
+
+def test_sigterm_requeues_training_and_resumes_to_an_uninterrupted_result(slurm, config_path,
+                                                                           tmp_path_factory):
+    """SIGTERM to scripts/slurm_train.sh's batch shell mid-training, as SLURM sends it before a
+    time limit (--signal=B:TERM@120; scancel --batch signals that shell alone): training saves
+    its state, the job requeues itself, resumes, and ends with the scores and weights of an
+    uninterrupted local run of the same config."""
+    import torch
+
+    logs = tmp_path_factory.mktemp("slurm_requeue_logs")
+    output, local = config_path.parent / "requeued", config_path.parent / "uninterrupted"
+    epochs = ["--set", f"training.epochs={REQUEUE_EPOCHS}"]
+    reference = subprocess.Popen(
+        [sys.executable, "-m", "fmri_ica.cli", "-q", "run", str(config_path), "--output",
+         str(local), "--threads", "1", "--stage", "parcellate", "--stage", "samples",
+         "--stage", "train", *epochs], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    env = {**slurm, "SBATCH_GRES": "none", "SBATCH_MEM_PER_NODE": "1500M"}
+    try:
+        job = _sbatch(["--parsable", str(SCRIPTS / "slurm_train.sh"), str(config_path),
+                       "--output", str(output), *epochs], logs, env)
+        log = logs / f"fmri-ica-train_{job}.out"
+        _wait_for_log(log, rf"epoch \d+/{REQUEUE_EPOCHS}:", 300)
+        signalled = subprocess.run(["scancel", "--signal=TERM", "--batch", job], env=slurm,
+                                   capture_output=True, text=True, timeout=30)
+        assert signalled.returncode == 0, signalled.stderr
+        _start_requeued_now(job, slurm, log)
+        _wait_for([job], slurm, logs)
+        _finish(reference)
+    finally:
+        if reference.poll() is None:
+            reference.kill()
+            reference.wait()
+    details = subprocess.run(["scontrol", "-o", "show", "job", job], env=slurm,
+                             capture_output=True, text=True, timeout=30).stdout
+    assert re.search(r"\bRestarts=1\b", details), details
+    text = log.read_text()
+    assert re.search(r"Received SIGTERM: saved the training state after epoch", text), text[-3000:]
+    assert f"requeueing job {job}" in text, text[-3000:]
+    assert re.search(r"Resuming \S+ after epoch \d+, step \d+", text), text[-3000:]
+    path = "models/ica-lstm/evaluation.json"
+    _same_json(json.loads((output / path).read_text()), json.loads((local / path).read_text()),
+               path, rtol=1e-6)
+    weights = sorted((local / "models/ica-lstm").glob("fold-*/*/*/model.pt"))
+    assert len(weights) == 12  # 2 folds x (trained, permuted) x (init, best, last)
+    for reference_file in weights:
+        name = str(reference_file.relative_to(local))
+        resumed = torch.load(output / name, weights_only=True)
+        expected = torch.load(reference_file, weights_only=True)
+        assert resumed.keys() == expected.keys(), name
+        for key, value in expected.items():
+            torch.testing.assert_close(resumed[key], value, rtol=0, atol=1e-6, msg=name + key)
