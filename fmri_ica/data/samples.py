@@ -158,6 +158,22 @@ def build_samples(
     -------
     SampleSet
     """
+    check_sample_options(label, window, start, step, frame_stride, empty_regions)
+    pieces, state = [], RunChecks()
+    for series, sidecar in runs:
+        state.add(series, sidecar)
+        pieces.extend(_windows(series, sidecar, label, window, start, step, frame_stride, pad_short))
+    state.finish(bool(pieces))
+    classes = resolve_classes({p["label"] for p in pieces}, classes)
+    pieces = [p for p in pieces if p["label"] in classes]
+    region_names = state.regions
+    if state.flat.any() and empty_regions != "keep":
+        pieces, region_names = _drop_empty(pieces, region_names, state.flat, state.n_runs, empty_regions)
+    return _stack(pieces, classes, region_names, state.t_r * frame_stride)
+
+
+def check_sample_options(label, window, start, step, frame_stride, empty_regions) -> None:
+    """The options of :func:`build_samples` (and the sample store's), checked."""
     check_option("empty_regions", empty_regions, ("error", "drop", "keep"))
     check_option("label", label, ("task", "condition"))
     _check_positive("frame_stride", frame_stride)
@@ -168,36 +184,53 @@ def build_samples(
     if start < 0:
         raise InvalidParameterError(f"'start' must be >= 0 frames; got {start}.")
 
-    pieces, t_rs, region_names, flat, n_runs = [], {}, None, None, 0
-    for series, sidecar in runs:
+
+class RunChecks:
+    """What every run must share with the first (regions, TR), gathered run by run, and
+    the regions whose signal is flat in every run so far."""
+
+    def __init__(self):
+        self.regions: list[str] | None = None
+        self.t_rs: dict[float, list[str]] = {}
+        self.flat: np.ndarray | None = None
+        self.n_runs = 0
+
+    def add(self, series: np.ndarray, sidecar: dict) -> None:
         names = _region_names(sidecar, series.shape[1])
-        if region_names is None:
-            region_names = names
-        elif names != region_names:
+        if self.regions is None:
+            self.regions = names
+        elif names != self.regions:
             raise InputDataError(
                 f"Run {sidecar.get('source', sidecar.get('subject'))!r} has other regions than "
                 "the first run: parcellate every run with the same atlas."
             )
-        t_rs.setdefault(round(float(sidecar["t_r"]), 6), []).append(_run_name(sidecar))
+        self.t_rs.setdefault(round(float(sidecar["t_r"]), 6), []).append(_run_name(sidecar))
         constant = np.ptp(series, axis=0) == 0 if len(series) else np.ones(series.shape[1], bool)
-        flat, n_runs = (constant if flat is None else flat & constant), n_runs + 1
-        pieces.extend(_windows(series, sidecar, label, window, start, step, frame_stride, pad_short))
-    if not pieces:
-        raise InputDataError("No samples: every run was shorter than the window or had no label.")
-    if len(t_rs) > 1:
-        raise InputDataError(_tr_mismatch(t_rs))
+        self.flat = constant if self.flat is None else self.flat & constant
+        self.n_runs += 1
 
-    found = sorted({p["label"] for p in pieces})
+    def finish(self, any_samples: bool) -> None:
+        """Errors for no samples at all, or runs of different TRs."""
+        if not any_samples:
+            raise InputDataError("No samples: every run was shorter than the window or had no label.")
+        if len(self.t_rs) > 1:
+            raise InputDataError(_tr_mismatch(self.t_rs))
+
+    @property
+    def t_r(self) -> float:
+        return next(iter(self.t_rs))
+
+
+def resolve_classes(found: set, classes: Sequence[str] | None) -> list[str]:
+    """``classes`` (checked: each must have samples), or every class ``found``, sorted."""
+    found = sorted(found)
     classes = list(classes) if classes is not None else found
     unknown = sorted(set(classes) - set(found))
     if unknown:
         raise InvalidParameterError(
             f"Invalid value for 'classes': {unknown} have no samples. Found: {found}."
         )
-    pieces = [p for p in pieces if p["label"] in classes]
-    if flat.any() and empty_regions != "keep":
-        pieces, region_names = _drop_empty(pieces, region_names, flat, n_runs, empty_regions)
-    return _stack(pieces, classes, region_names, next(iter(t_rs)) * frame_stride)
+    return classes
 
 
 def _drop_empty(pieces, region_names, flat, n_runs, policy):

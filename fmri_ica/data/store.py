@@ -29,18 +29,17 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .._utils import atomic_path, check_option, write_json
+from .._utils import atomic_path, write_json
 from ..exceptions import InputDataError, InvalidParameterError
 from ..training.data import RunCropDataset, _check_count, _check_noise
 from .samples import (
+    RunChecks,
     SampleSet,
     Standardizer,
-    _check_positive,
     _drop_empty,
-    _region_names,
-    _run_name,
-    _tr_mismatch,
     _windows,
+    check_sample_options,
+    resolve_classes,
 )
 
 __all__ = ["SampleStore", "StoreDataset", "StoreRunCropDataset", "build_store", "fit_standardizer",
@@ -96,85 +95,53 @@ def build_store(
     InvalidParameterError
         Bad parameters, or ``classes`` naming a class without samples.
     """
-    check_option("empty_regions", empty_regions, ("error", "drop", "keep"))
-    check_option("label", label, ("task", "condition"))
-    for name, value in (("frame_stride", frame_stride), ("window", window), ("step", step)):
-        if value is not None:
-            _check_positive(name, value)
-    if start < 0:
-        raise InvalidParameterError(f"Invalid value for 'start': {start}. Expected frames >= 0.")
+    check_sample_options(label, window, start, step, frame_stride, empty_regions)
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     (path / META).unlink(missing_ok=True)  # no commit point while the files change
-    rows, found = [], set()
-    state = {"regions": None, "t_rs": {}, "offset": 0, "flat": None, "n_runs": 0,
-             "empty_regions": empty_regions}
+    rows, found, checks, offset = [], set(), RunChecks(), 0
     wanted = None if classes is None else set(classes)
     with atomic_path(path / FRAMES) as frames_tmp, atomic_path(path / TASK_ON) as task_tmp:
         with open(frames_tmp, "wb") as frames, open(task_tmp, "wb") as task_on:
             for series, sidecar in runs:
-                _check_run(series, sidecar, state)
-                cut = _windows(series, sidecar, label, window, start, step, frame_stride, pad_short)
-                for piece in cut:
+                checks.add(series, sidecar)
+                for piece in _windows(series, sidecar, label, window, start, step, frame_stride, pad_short):
                     found.add(piece["label"])
                     if wanted is None or piece["label"] in wanted:
-                        rows.append(_write_piece(piece, frames, task_on, state))
-    return _finish(path, rows, found, classes, state, frame_stride, metadata)
+                        rows.append(_write_piece(piece, frames, task_on, offset))
+                        offset += rows[-1][3]
+    checks.finish(bool(rows))
+    return _finish(path, rows, resolve_classes(found, classes), checks, empty_regions,
+                   frame_stride, metadata)
 
 
-def _check_run(series: np.ndarray, sidecar: dict, state: dict) -> None:
-    names = _region_names(sidecar, series.shape[1])
-    if state["regions"] is None:
-        state["regions"] = names
-    elif names != state["regions"]:
-        raise InputDataError(
-            f"Run {sidecar.get('source', sidecar.get('subject'))!r} has other regions than "
-            "the first run: parcellate every run with the same atlas."
-        )
-    state["t_rs"].setdefault(round(float(sidecar["t_r"]), 6), []).append(_run_name(sidecar))
-    constant = np.ptp(series, axis=0) == 0 if len(series) else np.ones(series.shape[1], bool)
-    state["flat"] = constant if state["flat"] is None else state["flat"] & constant
-    state["n_runs"] += 1
-
-
-def _write_piece(piece: dict, frames, task_on, state: dict) -> tuple:
+def _write_piece(piece: dict, frames, task_on, offset: int) -> tuple:
+    """Append one sample's frames and task flags; its index row (subject, run, start,
+    length, label name, offset)."""
     x = np.ascontiguousarray(piece["x"], dtype=np.float32)
     frames.write(x.tobytes())
     task_on.write(np.asarray(piece["task_on"], dtype=np.uint8).tobytes())
-    row = (piece["subject"], piece["run"], piece["start"], len(x), piece["label"], state["offset"])
-    state["offset"] += len(x)
-    return row
+    return piece["subject"], piece["run"], piece["start"], len(x), piece["label"], offset
 
 
-def _finish(path, rows, found, classes, state, frame_stride, metadata) -> SampleStore:
-    if not rows:
-        raise InputDataError("No samples: every run was shorter than the window or had no label.")
-    if len(state["t_rs"]) > 1:
-        raise InputDataError(_tr_mismatch(state["t_rs"]))
-    found = sorted(found)
-    classes = list(classes) if classes is not None else found
-    unknown = sorted(set(classes) - set(found))
-    if unknown:
-        raise InvalidParameterError(
-            f"Invalid value for 'classes': {unknown} have no samples. Found: {found}."
-        )
+def _finish(path, rows, classes, checks, empty_regions, frame_stride, metadata) -> SampleStore:
     width = max(1, *(len(r[0]) for r in rows)), max(1, *(len(r[1]) for r in rows))
     table = np.array(
         [(s, r, st, n, classes.index(lab), off) for s, r, st, n, lab, off in rows],
         dtype=[("subject", f"U{width[0]}"), ("run", f"U{width[1]}"), ("start", "i8"),
                ("length", "i8"), ("label", "i8"), ("offset", "i8")],
     )
-    names, columns = state["regions"], None
-    if state["flat"].any() and state["empty_regions"] != "keep":
-        _, names = _drop_empty([], names, state["flat"], state["n_runs"], state["empty_regions"])
-        columns = np.flatnonzero(~state["flat"]).tolist()
+    names, columns = checks.regions, None
+    if checks.flat.any() and empty_regions != "keep":
+        _, names = _drop_empty([], names, checks.flat, checks.n_runs, empty_regions)
+        columns = np.flatnonzero(~checks.flat).tolist()
     with atomic_path(path / INDEX) as tmp:
         np.save(tmp, table, allow_pickle=False)
     write_json(path / META, {
         "format": FORMAT, "classes": classes, "region_names": names,
-        "n_stored_regions": len(state["regions"]), "columns": columns,
-        "t_r": next(iter(state["t_rs"])) * frame_stride, "n_samples": len(table),
-        "n_frames": int(state["offset"]), "time": int(table["length"].max()),
+        "n_stored_regions": len(checks.regions), "columns": columns,
+        "t_r": checks.t_r * frame_stride, "n_samples": len(table),
+        "n_frames": int(table["length"].sum()), "time": int(table["length"].max()),
         "metadata": metadata or {},
     })
     return SampleStore(path)
