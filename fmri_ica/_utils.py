@@ -252,11 +252,25 @@ def enable_logging(level: int | str = "INFO", *, stream=None) -> logging.Logger:
     return package
 
 
+def launch_rank() -> int | None:
+    """This process's rank when launched as several (torchrun, a multi-task srun step); None
+    for one process (a single-task array job too). Reads the environment; imports torch only
+    when launched as several."""
+    env = os.environ
+    tasks = env.get("SLURM_STEP_NUM_TASKS", env.get("SLURM_NTASKS", "1"))
+    if "WORLD_SIZE" not in env and not ("SLURM_STEP_ID" in env and tasks.isdigit() and int(tasks) > 1):
+        return None
+    from .training.distributed import launch_info
+
+    info = launch_info()
+    return info.rank if info.distributed else None
+
+
 def configure_logging(verbosity: int = 1) -> None:
     """The CLI's logging: 0 warnings, 1 info, 2+ debug (see :func:`enable_logging`).
 
-    Under torchrun, ranks other than 0 log warnings only (each line would print per rank)."""
-    if os.environ.get("RANK", "0") != "0":
+    Under torchrun or srun, ranks other than 0 log warnings only (each line would print per rank)."""
+    if launch_rank() not in (None, 0):
         verbosity = 0
     enable_logging({0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG))
 

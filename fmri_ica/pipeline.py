@@ -23,6 +23,7 @@ import numpy as np
 from ._locks import FileLock
 from ._utils import (
     check_option,
+    launch_rank,
     package_versions,
     progress,
     seed_everything,
@@ -237,7 +238,7 @@ def run_pipeline(config: dict, stages: tuple[str, ...] = STAGES, *, shard=None,
         raise InvalidParameterError("'models' must not name a model 'linear': that name is the linear reference's.")
     ws = Workspace(Path(config["output"]).resolve(), verify=bool(verify))
     ws.root.mkdir(parents=True, exist_ok=True)
-    if _launch_rank() in (None, 0):
+    if launch_rank() in (None, 0):
         write_json(ws.root / "config.json", {"config": config, "versions": package_versions()})
     for stage in STAGES:
         if stage in stages:
@@ -260,7 +261,7 @@ def run_pipeline(config: dict, stages: tuple[str, ...] = STAGES, *, shard=None,
 def _on_rank_0(config: dict, stage) -> None:
     """Run a stage that does not train once: under torchrun / srun on rank 0 while the other
     ranks wait (and fail with it); otherwise just run it."""
-    if _launch_rank() is None:
+    if launch_rank() is None:
         stage()
         return
     from .training.distributed import current_runtime, run_on_main
@@ -273,7 +274,7 @@ def _stage_lock(ws: Workspace, stage: str, fold: int | None):
     """Hold ``.stages/<stage>.lock`` while a stage writes (parcellation locks each run
     instead, so array tasks share it; a fold trained or explained alone locks its fold; under a
     multi-process launch only rank 0 locks, for all ranks)."""
-    if stage == "parcellate" or _launch_rank() not in (None, 0):
+    if stage == "parcellate" or launch_rank() not in (None, 0):
         yield
         return
     name = f"{stage}-fold-{fold}" if stage in ("train", "explain") and fold is not None else stage
@@ -289,21 +290,6 @@ def _stage_lock(ws: Workspace, stage: str, fold: int | None):
             "Wait for it to finish and run again (finished work is skipped); a lock left by a "
             "killed process is taken over after 10 minutes (at once on the same machine)."
         ) from None
-
-
-def _launch_rank() -> int | None:
-    """This process's rank when launched as several (torchrun, a multi-task srun step);
-    None for a single process. Reads the environment only (no torch import)."""
-    import os
-
-    env = os.environ
-    tasks = env.get("SLURM_STEP_NUM_TASKS", env.get("SLURM_NTASKS", "1"))
-    if "WORLD_SIZE" not in env and not ("SLURM_STEP_ID" in env and tasks.isdigit() and int(tasks) > 1):
-        return None  # one process (a single-task array job too): no torch import needed
-    from .training.distributed import launch_info
-
-    info = launch_info()
-    return info.rank if info.distributed else None
 
 
 def _fold_index(fold) -> int | None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -105,7 +104,9 @@ def run_stages(args: argparse.Namespace, stages: tuple[str, ...]) -> int:
     workspace = run_pipeline(load_config_from_args(args), stages=stages,
                              shard=getattr(args, "shard", None), fold=getattr(args, "fold", None),
                              verify=args.verify)
-    if os.environ.get("RANK", "0") == "0":  # once under torchrun
+    from .._utils import launch_rank
+
+    if launch_rank() in (None, 0):  # once under torchrun / srun
         print(json.dumps({"output": str(workspace.root), "stages": list(stages)}))
     return 0
 
