@@ -184,8 +184,8 @@ def _stage_keys(config: dict, ws: Workspace) -> dict[str, str]:
                    if path.endswith(".tsv")), parcellated.get("run_parameters")]
     keys["samples"] = config_hash(keys["parcellate"], runs, config["samples"], config["crossval"],
                                   val_folds(config), config["seed"])
-    keys["train"] = config_hash(keys["samples"], training, config["seed"],
-                                config["sanity"]["permuted_labels"])
+    # not sanity.permuted_labels: switching the null on trains the null, not the model again
+    keys["train"] = config_hash(keys["samples"], training, config["seed"])
     keys["explain"] = config_hash(keys["train"], config["saliency"], config["sanity"])
     keys["project"] = keys["explain"]
     keys["report"] = config_hash(keys["explain"], config["report"], config["models"])
@@ -195,6 +195,11 @@ def _stage_keys(config: dict, ws: Workspace) -> dict[str, str]:
 def _model_key(stage_key: str, config: dict, name: str) -> str:
     """A stage's key for one model: changes with the model's own settings."""
     return config_hash(stage_key, config["models"].get(name, name))
+
+
+def _pooled_key(train_key: str, config: dict) -> str:
+    """The key of a model's pooled folds: its folds' key and whether they have the null."""
+    return config_hash(train_key, config["sanity"]["permuted_labels"])
 
 
 def run_pipeline(config: dict, stages: tuple[str, ...] = STAGES, *, shard=None,
@@ -549,8 +554,9 @@ def train_stage(config: dict, ws: Workspace, keys: dict, *, fold: int | None = N
     runtime = current_runtime(config["training"]["device"])
     for name in config["models"]:
         model_key = _model_key(keys["train"], config, name)
+        pooled_key = _pooled_key(model_key, config)
         output = ws.model_dir(name) / "evaluation.json"
-        if run_on_main(runtime, functools.partial(_is_done, ws, "train", model_key, name, output=output)):
+        if run_on_main(runtime, functools.partial(_is_done, ws, "train", pooled_key, name, output=output)):
             continue
         _require(ws, "samples", keys["samples"])
         if fold is not None and fold >= n_folds(ws):
@@ -564,8 +570,8 @@ def train_stage(config: dict, ws: Workspace, keys: dict, *, fold: int | None = N
                 logger.info("Trained fold %d of %s; run the stage without a fold to pool the folds.", fold, name)
             continue
 
-        def pool(name=name, model_key=model_key) -> None:
-            _mark_done(ws, "train", model_key, name, **_pool_folds(config, ws, name))
+        def pool(name=name, pooled_key=pooled_key) -> None:
+            _mark_done(ws, "train", pooled_key, name, **_pool_folds(config, ws, name))
 
         run_on_main(runtime, pool)
 
@@ -582,11 +588,13 @@ def _train_fold(config: dict, ws: Workspace, name: str, k: int, key: str) -> Non
     runtime = current_runtime(config["training"]["device"])
     out = ws.fold_dir(name, k)
 
+    permuted = config["sanity"]["permuted_labels"]
+
     def prepare() -> Path | None:
-        if _marker(ws, "train-fold", key, f"{name}-{k}") and (out / "evaluation.json").is_file():
+        if _marker(ws, "train-fold", key, f"{name}-{k}") and _fold_scored(out, permuted):
             logger.info("Skipping %s fold %d: already trained with these parameters.", name, k)
             return None
-        return _fresh_model_dir(out, key)
+        return _fresh_model_dir(out, key)  # keeps a finished model: only its null trains
 
     out = run_on_main(runtime, prepare)
     if out is None:
@@ -605,7 +613,6 @@ def _train_fold(config: dict, ws: Workspace, name: str, k: int, key: str) -> Non
     record = {"model": name, "fold": k, "classes": train.classes, "best_epoch": result.best_epoch,
               "selected_epoch": result.selected_epoch, "early_best": bool(result.early_best),
               "test_subjects": sorted(set(test.subjects.tolist()))}
-    permuted = config["sanity"]["permuted_labels"]
     if permuted:
         n_classes = len(train.classes)
         seed = config["seed"] + 1000 + k
@@ -621,6 +628,12 @@ def _train_fold(config: dict, ws: Workspace, name: str, k: int, key: str) -> Non
         _mark_done(ws, "train-fold", key, f"{name}-{k}")
 
     run_on_main(runtime, finish)
+
+
+def _fold_scored(out: Path, permuted: bool) -> bool:
+    """Whether the fold in ``out`` has its scores (and its permuted-label null's, if asked)."""
+    path = out / "evaluation.json"
+    return path.is_file() and (not permuted or "permuted" in json.loads(path.read_text()))
 
 
 def _fit(config: dict, name: str, train, val, out: Path, *, y=None, y_val=None):
@@ -669,7 +682,7 @@ def _pool_folds(config: dict, ws: Workspace, name: str) -> dict:
                   "test": pooled, "folds": records,
                   "selected_epochs": [r["selected_epoch"] for r in records],
                   "early_best_folds": [r["fold"] for r in records if r["early_best"]]}
-    if all("permuted" in r for r in records):
+    if config["sanity"]["permuted_labels"] and all("permuted" in r for r in records):
         evaluation["permuted"] = pooled_scores([r["permuted"]["test"] for r in records], classes,
                                                seed=config["seed"])
     write_json(ws.model_dir(name) / "evaluation.json", evaluation)
@@ -714,7 +727,7 @@ def explain_stage(config: dict, ws: Workspace, keys: dict, *, fold: int | None =
             continue
         train_key = _model_key(keys["train"], config, name)
         if fold is None:
-            _require(ws, "train", train_key, name)
+            _require(ws, "train", _pooled_key(train_key, config), name)
         else:
             _require(ws, "samples", keys["samples"])
             if fold >= n_folds(ws):
@@ -755,7 +768,8 @@ def _explain_fold(config: dict, ws: Workspace, name: str, k: int, model_key: str
     if _marker(ws, "explain-fold", key, f"{name}-{k}"):
         logger.info("Skipping the saliency of %s fold %d: already done with these parameters.", name, k)
         return
-    if _marker(ws, "train-fold", config_hash(train_key, k), f"{name}-{k}") is None:
+    if (_marker(ws, "train-fold", config_hash(train_key, k), f"{name}-{k}") is None
+            or not _fold_scored(ws.fold_dir(name, k), config["sanity"]["permuted_labels"])):
         raise InputDataError(
             f"Fold {k} of model {name!r} has not been trained with the current parameters in "
             f"{ws.root}: run 'fmri-ica train CONFIG --fold {k}' (or the train stage) first.")

@@ -152,3 +152,31 @@ def test_narrowing_the_data_leaves_earlier_runs_out(run_dir):
                  "--stage", "samples", "--set", "data.tasks=[WM]", "--set", "samples.classes=null"]) == 0
     marker = json.loads((out / ".stages" / "samples.json").read_text())
     assert marker["classes"] == ["WM"]
+
+
+def test_switching_the_permuted_label_null_on_trains_only_the_null(run_dir):
+    import torch
+
+    out = run_dir.parent / "null-later"
+    config = str(run_dir.parent / "config.yaml")
+    shutil.copytree(run_dir / "timeseries", out / "timeseries")
+    stages = ["--stage", "parcellate", "--stage", "samples", "--stage", "train"]
+    assert main(["-q", "run", config, "--output", str(out), *stages,
+                 "--set", "sanity.permuted_labels=false"]) == 0
+    fold = out / "models" / "ica-lstm" / "fold-0"
+    assert not (fold / "permuted").exists()
+    assert "permuted" not in json.loads((out / "models" / "ica-lstm" / "evaluation.json").read_text())
+    weights = {p: p.stat().st_mtime_ns for p in (fold / "trained").rglob("*.pt")}
+    result = (fold / "trained" / "fit_result.json").read_text()
+
+    assert main(["-q", "run", config, "--output", str(out), *stages]) == 0
+    assert {p: p.stat().st_mtime_ns for p in weights} == weights  # not trained again
+    assert (fold / "trained" / "fit_result.json").read_text() == result
+    assert (fold / "permuted" / "last" / "model.pt").is_file()
+    evaluation = json.loads((out / "models" / "ica-lstm" / "evaluation.json").read_text())
+    assert evaluation["permuted"]["run_accuracy"] >= 0
+    # the same model as a run that had the null on from the start
+    for name in ("trained", "permuted"):
+        a = torch.load(fold / name / "last" / "model.pt", weights_only=True)
+        b = torch.load(run_dir / "models" / "ica-lstm" / "fold-0" / name / "last" / "model.pt", weights_only=True)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
