@@ -230,13 +230,16 @@ def _chunked_mean(x, p, q, chunk: int | None = None):
 
 
 def _chunk_size(n_steps: int, r: int) -> int:
-    """Steps per chunk: one chunk up to 128 steps, else the cheapest of 24-64 steps.
+    """Steps per chunk: one chunk up to 128 steps, else the cheapest of 24-96 steps.
 
     A chunk of C steps costs ~C + 2r multiply-adds per step and feature (the dense block,
     the running sums in and out) plus a fixed cost per chunk (small GEMMs run slowly and
-    every chunk is a few more kernel calls), here worth 2000 steps' multiply-adds; padded
-    steps cost twice (copies). Fitted on 1 thread at T = 284, 405 and N = 100, 300
-    (benchmarks/bench_models.py): 41-57 steps at T = 284, 45 at T = 405.
+    every chunk is a few more kernel calls), here worth 2000 steps' multiply-adds. Padding
+    the last chunk copies ``x``, the factors and the output (and makes the output a strided
+    view the recurrent layer copies again): worth 60 multiply-adds per step, so a chunk size
+    that divides T wins when there is one near the best. Fitted on 1 thread at N = 300
+    (benchmarks/bench_models.py): at T = 284, 71 steps (4 chunks) ran 7% faster than 41 (7
+    chunks, 3 padded steps), measured with the recurrent layer that reads the output.
     """
     if n_steps <= 128:
         return n_steps
@@ -244,9 +247,10 @@ def _chunk_size(n_steps: int, r: int) -> int:
     def cost(size):
         n_chunks = -(-n_steps // size)
         padded = n_chunks * size
-        return (padded + 2 * (padded - n_steps)) * (size + 2 * r) + 2000 * n_chunks
+        copies = 60 * n_steps if padded > n_steps else 0
+        return padded * (size + 2 * r) + 2000 * n_chunks + copies
 
-    return min(range(24, 65), key=cost)
+    return min(range(24, 97), key=cost)
 
 
 class _ChunkedMean(torch.autograd.Function):
