@@ -75,7 +75,7 @@ DEFAULTS: dict[str, Any] = {
         "batch_size": 32,
         "patience": None,
         "weight_decay": 0.01,
-        "crops_per_run": 4,
+        "crops_per_run": 16,
         "input_noise": 0.0,
         "selection": "last",
         "min_epochs": 5,

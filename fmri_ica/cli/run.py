@@ -16,7 +16,7 @@ fmri_ica/config.py). Every run writes its full configuration to OUTPUT/config.js
     models:
       ica-lstm: {kind: ica, hidden_size: 32, r: 10, d_a: 50, dropout: 0.3}
       lstm: {kind: lstm, hidden_size: 32, dropout: 0.3}
-    training: {epochs: 30, weight_decay: 0.01, crops_per_run: 4, selection: last}
+    training: {epochs: 30, weight_decay: 0.01, crops_per_run: 16, selection: last}
     saliency: {method: gradient, top_k: 0.1}
     sanity: {untrained: true, cascading: true, permuted_labels: true}
 

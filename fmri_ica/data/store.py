@@ -413,7 +413,7 @@ class StoreRunCropDataset(RunCropDataset):
         Default: the view's (see :meth:`SampleStore.with_scaler`).
     """
 
-    def __init__(self, store: SampleStore, y=None, *, window, crops_per_run=4, seed=0,
+    def __init__(self, store: SampleStore, y=None, *, window, crops_per_run=16, seed=0,
                  noise_std=0.0, scaler: Standardizer | None = None):
         self.store, self.scaler = store, scaler
         self.y = torch.as_tensor(np.asarray(store.y if y is None else y), dtype=torch.long)

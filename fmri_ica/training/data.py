@@ -250,7 +250,7 @@ class RunCropDataset(Dataset):
         Valid frames per run (``1 <= length <= max_time``).
     window : int
         Frames per crop.
-    crops_per_run : int, default=4
+    crops_per_run : int, default=16
         Crops per run and epoch (the data set has ``n_runs * crops_per_run`` items).
     seed : int, default=0
         Seeds the crop starts and the noise, with the epoch (and item).
@@ -274,7 +274,7 @@ class RunCropDataset(Dataset):
     ((12, 50, 20), 40)
     """
 
-    def __init__(self, x, y, lengths, *, window, crops_per_run=4, seed=0, noise_std=0.0):
+    def __init__(self, x, y, lengths, *, window, crops_per_run=16, seed=0, noise_std=0.0):
         if lengths is None:
             raise InvalidParameterError(
                 "Invalid value for 'lengths': None. RunCropDataset needs each run's number "
