@@ -25,15 +25,5 @@ CONFIG=${1:?usage: sbatch scripts/slurm_samples.sh CONFIG [fmri-ica run options.
 shift
 command=(fmri-ica run "$CONFIG" --stage parcellate --stage samples --threads auto "$@")
 
-# Run fmri-ica in the background so that SLURM's SIGTERM reaches it through the trap.
-"${command[@]}" &
-child=$!
-term=0
-trap 'term=1; kill -TERM "$child" 2>/dev/null' TERM
-wait "$child"; status=$?
-if [ "$term" -eq 1 ]; then wait "$child"; status=$?; fi  # the trap cut the first wait short
-if { [ "$status" -eq 143 ] || [ "$term" -eq 1 ]; } && [ -n "${SLURM_JOB_ID:-}" ]; then
-    echo "fmri-ica saved its state after SIGTERM; requeueing job $SLURM_JOB_ID" >&2
-    scontrol requeue "$SLURM_JOB_ID"
-fi
-exit "$status"
+# SLURM signals the batch shell alone: the wrapper forwards SIGTERM and requeues the job.
+exec fmri-ica-requeue "${command[@]}"

@@ -42,16 +42,5 @@ command=(srun --kill-on-bad-exit=1 torchrun --nnodes="$SLURM_JOB_NUM_NODES" --np
          --rdzv_backend=c10d --rdzv_endpoint="$HEAD:$PORT" --rdzv_id="$SLURM_JOB_ID"
          -m fmri_ica.cli run "$CONFIG" --stage samples --stage train --threads "$THREADS" "$@")
 
-# Run in the background so that SLURM's SIGTERM reaches srun (and torchrun) through the trap.
-"${command[@]}" &
-child=$!
-term=0
-trap 'term=1; kill -TERM "$child" 2>/dev/null' TERM
-wait "$child"; status=$?
-if [ "$term" -eq 1 ]; then wait "$child"; status=$?; fi  # the trap cut the first wait short
-# torchrun reports its workers' SIGTERM exit in its own way: requeue whenever SLURM sent it
-if { [ "$status" -eq 143 ] || [ "$term" -eq 1 ]; } && [ -n "${SLURM_JOB_ID:-}" ]; then
-    echo "fmri-ica saved its state after SIGTERM; requeueing job $SLURM_JOB_ID" >&2
-    scontrol requeue "$SLURM_JOB_ID"
-fi
-exit "$status"
+# SLURM signals the batch shell alone: the wrapper forwards SIGTERM and requeues the job.
+exec fmri-ica-requeue "${command[@]}"
