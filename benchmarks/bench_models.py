@@ -9,6 +9,9 @@ hits them alike; medians are reported, with the thread count and the load averag
 - **nn.LSTM**: a bare ``torch.nn.LSTM(N, H)`` on the same input (the floor of ``mean``).
 - **floor** (``matrix`` only): the r input GEMMs ``x W_k^T`` (each (B T, N) x (N, G), with
   their backward GEMMs) plus the bare ``nn.LSTM``: the work the matrix form cannot avoid.
+- **arithmetic** (``mean`` only): not a timing; the ours/LSTM ratio if every multiply-add
+  ran at the same rate (:func:`arithmetic_ratio`). The gap between it and ours/LSTM is
+  what better kernels could still win; the ratio itself needs less arithmetic.
 - **frozen**: ours with the weights not requiring grad (saliency of a trained model).
 - **step loop**: the same cell as a plain step loop written as fast as a loop can be:
   float32, scores and their stabilising shift computed once, the running sums
@@ -201,6 +204,24 @@ def run_config(n_steps, n_features, embedding, args):
     return row
 
 
+def arithmetic_ratio(n_steps, n_features, args) -> float:
+    """What ``mean`` would cost against the bare LSTM if every multiply-add ran at one rate:
+    1 + (the attention's multiply-adds) / (the LSTM's), forward + backward (x3) each.
+
+    LSTM: the input and recurrent GEMMs, ``T (N + H) 4H`` per sequence. Attention: the
+    score MLP ``T (N d_a + d_a r)``, and the chunked mix ``T N (C + 2r) + T C r`` (the dense
+    (C x C) block, the running sums in and out, the block's weights) with the model's chunk C.
+    """
+    from fmri_ica.models.attention import _chunk_size
+
+    t, n, h, r, d_a = n_steps, n_features, args.hidden, args.r, args.d_a
+    size = _chunk_size(t, r)
+    padded = -(-t // size) * size
+    lstm = t * (n + h) * 4 * h
+    attention = t * (n * d_a + d_a * r) + padded * (n * (size + 2 * r) + size * r)
+    return 1 + attention / lstm
+
+
 def _fmt(value, spec):
     return "—" if value is None else format(value, spec)
 
@@ -214,6 +235,7 @@ COLUMNS = [  # (header, row -> value, format)
     ("ours s", lambda r: r.get("ours"), ".3f"),
     ("nn.LSTM s", lambda r: r.get("lstm"), ".3f"),
     ("ours/LSTM", lambda r: _ratio(r, "ours", "lstm"), ".2f"),
+    ("arithmetic", lambda r: r.get("arithmetic"), ".2f"),
     ("floor s", lambda r: r.get("floor"), ".3f"),
     ("ours/floor", lambda r: _ratio(r, "ours", "floor"), ".2f"),
     ("frozen s", lambda r: r.get("frozen"), ".3f"),
@@ -288,6 +310,8 @@ def main(argv=None) -> int:
             for n_features in args.features:
                 row = run_config(n_steps, n_features, embedding, args)
                 row.update(T=n_steps, N=n_features, load=os.getloadavg()[0])
+                if embedding == "mean":
+                    row["arithmetic"] = arithmetic_ratio(n_steps, n_features, args)
                 rows.append(row)
                 print(f"  done {embedding} T={n_steps} N={n_features}, load average "
                       f"{row['load']:.1f}", file=sys.stderr, flush=True)
