@@ -524,9 +524,10 @@ def eval_windows(config: dict, samples):
                              frame_stride=options["frame_stride"])
 
 
-def _train_dataset(config: dict, samples, y=None):
+def _train_dataset(config: dict, samples, y=None, *, noise_std: float | None = None):
     """Random crops of whole runs, new every epoch (``samples.mode: runs``), or the windows;
-    read per batch from a store view (standardised on the fly), or from memory."""
+    read per batch from a store view (standardised on the fly), or from memory.
+    ``noise_std``: the model's input noise (default ``training.input_noise``)."""
     from .data.store import SampleStore, StoreDataset, StoreRunCropDataset
     from .training import SequenceDataset
     from .training.data import RunCropDataset
@@ -537,7 +538,7 @@ def _train_dataset(config: dict, samples, y=None):
     if config["samples"]["mode"] != "runs":
         return StoreDataset(samples, y) if store else SequenceDataset(samples.x, y, samples.lengths)
     crops = dict(window=config["samples"]["window"], crops_per_run=t["crops_per_run"],
-                 seed=config["seed"], noise_std=t["input_noise"])
+                 seed=config["seed"], noise_std=t["input_noise"] if noise_std is None else noise_std)
     if store:
         return StoreRunCropDataset(samples, y, **crops)
     return RunCropDataset(samples.x, y, samples.lengths, **crops)
@@ -646,13 +647,14 @@ def _fit(config: dict, name: str, train, val, out: Path, *, y=None, y_val=None):
     options = dict(config["models"][name])
     kind = options.pop("kind")
     t = config["training"]
+    noise_std = options.pop("input_noise", t["input_noise"])
     seed_everything(config["seed"])
     model = build_model(kind, len(train.region_names), len(train.classes), **options)
     y_val = val.y if y_val is None else y_val
     val_set = (StoreDataset(val, y_val) if isinstance(val, SampleStore)
                else SequenceDataset(val.x, y_val, val.lengths))
     return fit(
-        model, _train_dataset(config, train, y), val_set, epochs=t["epochs"], lr=t["lr"],
+        model, _train_dataset(config, train, y, noise_std=noise_std), val_set, epochs=t["epochs"], lr=t["lr"],
         batch_size=t["batch_size"], patience=t["patience"], weight_decay=t["weight_decay"],
         selection=t["selection"], min_epochs=t["min_epochs"], seed=config["seed"], out_dir=out,
         device=t["device"], resume=True, progress=True,
@@ -1205,6 +1207,15 @@ def _mark_planted(results: dict, ground_truth: dict | None) -> None:
                                                   else "" for r in result.top_regions["region"]]
 
 
+def _noise_levels(config: dict) -> str:
+    """Each model's training input noise, e.g. ``1 (ica-lstm), 0 (lstm)``, or one number."""
+    levels = {name: spec.get("input_noise", config["training"]["input_noise"])
+              for name, spec in config["models"].items()}
+    if len(set(levels.values())) == 1:
+        return f"{next(iter(levels.values())):g}"
+    return ", ".join(f"{value:g} ({name})" for name, value in levels.items())
+
+
 def _describe(config: dict, name: str) -> str:
     if name == "linear":
         return ("L2 logistic regression on the flattened (time x region) windows; its maps are "
@@ -1235,7 +1246,8 @@ def _summary_table(config: dict, ws: Workspace, runs, sidecar: dict, atlas) -> d
         "Subjects": len(set(runs.subjects.tolist())),
         "Runs": len(runs),
         "Samples": training,
-        "Training": f"{t['epochs']} epochs, weight decay {t['weight_decay']:g}, selection: {t['selection']}",
+        "Training": (f"{t['epochs']} epochs, weight decay {t['weight_decay']:g}, input noise "
+                     f"{_noise_levels(config)}, selection: {t['selection']}"),
         "Classes": ", ".join(runs.classes),
         "Atlas": f"{atlas.name} ({atlas.n_regions} regions, {atlas.space})",
         "TR (s)": f"{sidecar['t_r']:g}" + (f" x stride {samples['frame_stride']}" if samples["frame_stride"] > 1 else ""),

@@ -61,3 +61,12 @@ def test_command_line_overrides_change_one_model_value(tmp_path):
     args = build_parser().parse_args(["run", str(tmp_path / "c.yaml"), "--set", "training.epoch=2"])
     with pytest.raises(InvalidParameterError, match="Did you mean 'epochs'"):
         load_config_from_args(args)
+
+
+def test_a_model_may_set_its_own_input_noise_and_a_bad_one_is_named():
+    config = load_config(None, {"models": {"m": {"kind": "gru", "input_noise": "0.5"}}})
+    assert config["models"]["m"]["input_noise"] == 0.5
+    with pytest.raises(InvalidParameterError, match=r"models\.m\.input_noise"):
+        load_config(None, {"models": {"m": {"kind": "ica", "input_noise": -1}}})
+    with pytest.raises(InvalidParameterError, match="input_noise"):  # listed among the options
+        load_config(None, {"models": {"m": {"kind": "lstm", "input_nois": 1}}})

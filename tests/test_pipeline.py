@@ -180,3 +180,31 @@ def test_switching_the_permuted_label_null_on_trains_only_the_null(run_dir):
         a = torch.load(fold / name / "last" / "model.pt", weights_only=True)
         b = torch.load(run_dir / "models" / "ica-lstm" / "fold-0" / name / "last" / "model.pt", weights_only=True)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_models_own_input_noise_overrides_the_training_setting_for_that_model_alone(run_dir):
+    import torch
+
+    config = str(run_dir.parent / "config.yaml")
+    stages = ["--stage", "parcellate", "--stage", "samples", "--stage", "train"]
+
+    def train(name, *sets):
+        out = run_dir.parent / name
+        shutil.copytree(run_dir / "timeseries", out / "timeseries")
+        args = [a for s in ("sanity.permuted_labels=false", *sets) for a in ("--set", s)]
+        assert main(["-q", "run", config, "--output", str(out), *stages, *args]) == 0
+        return out
+
+    def weights(out, model):
+        return torch.load(out / "models" / model / "fold-0" / "trained" / "last" / "model.pt", weights_only=True)
+
+    def same(a, b):
+        return all(torch.equal(a[k], b[k]) for k in a)
+
+    quiet = train("noise-none")
+    own = train("noise-own", "models.ica-lstm.input_noise=1.0")
+    everyone = train("noise-all", "training.input_noise=1.0")
+    assert same(weights(own, "ica-lstm"), weights(everyone, "ica-lstm"))
+    assert not same(weights(own, "ica-lstm"), weights(quiet, "ica-lstm"))
+    assert same(weights(own, "lstm"), weights(quiet, "lstm"))  # no noise of its own: training's 0
+    assert not same(weights(everyone, "lstm"), weights(quiet, "lstm"))

@@ -37,7 +37,7 @@ DEMO = {
     "crossval": {"folds": 3},
     "models": {
         "ica-lstm": {"kind": "ica", "hidden_size": 32, "r": 10, "d_a": 32, "embedding": "mean",
-                     "dropout": 0.3},
+                     "dropout": 0.3, "input_noise": 1.0},
         "lstm": {"kind": "lstm", "hidden_size": 32, "dropout": 0.3},
     },
     "training": {"epochs": 16, "batch_size": 32, "crops_per_run": 3},

@@ -14,7 +14,7 @@ fmri_ica/config.py). Every run writes its full configuration to OUTPUT/config.js
     samples: {mode: runs, window: 100, step: 25}
     crossval: {folds: 5}
     models:
-      ica-lstm: {kind: ica, hidden_size: 32, r: 10, d_a: 50, dropout: 0.3}
+      ica-lstm: {kind: ica, hidden_size: 32, r: 10, d_a: 50, dropout: 0.3, input_noise: 1.0}
       lstm: {kind: lstm, hidden_size: 32, dropout: 0.3}
     training: {epochs: 30, weight_decay: 0.01, crops_per_run: 16, selection: last}
     saliency: {method: gradient, top_k: 0.1}
