@@ -9,8 +9,8 @@ seed plus a summary: run accuracy on the fold's test subjects, the final trainin
 and the linear reference on the same fold (the first window of each run, as the pipeline fits it).
 
     python benchmarks/recipe_probe.py RUN_DIR --fold 0 --model-seeds 0 1 2 \\
-        --set training.input_noise=1.0
-    python benchmarks/recipe_probe.py RUN_DIR --model ica-lstm --set training.input_noise=0
+        --set models.ica-lstm.input_noise=1.0
+    python benchmarks/recipe_probe.py RUN_DIR --model lstm --set training.crops_per_run=4
 
 ``RUN_DIR`` is a finished ``samples`` stage of ``fmri-ica run`` (its ``config.json`` gives the
 recipe that ``--set`` changes). One torch thread (``--threads``); nothing is written to
@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from fmri_ica.cli._common import parse_set_options
-from fmri_ica.config import load_config, merge_config
+from fmri_ica.config import load_config, merge_config, validate_config
 from fmri_ica.models.linear import LinearBaseline
 from fmri_ica.pipeline import Workspace, _first_windows, _fit, _run_scores, eval_windows, load_fold
 
@@ -72,7 +72,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     stored = json.loads((args.run_dir / "config.json").read_text())["config"]
-    config = merge_config(load_config(None, stored), parse_set_options(args.overrides))
+    # --set changes one value of a model, as on fmri-ica's command line
+    config = validate_config(merge_config(load_config(None, stored), parse_set_options(args.overrides),
+                                          replace_free_form=False))
     name = args.model or next(iter(config["models"]))
     data = load_fold(Workspace(args.run_dir), args.fold)
     rows = []
