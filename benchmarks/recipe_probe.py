@@ -23,6 +23,7 @@ import argparse
 import json
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -31,15 +32,22 @@ import torch
 
 from fmri_ica.cli._common import parse_set_options
 from fmri_ica.config import load_config, merge_config, validate_config
-from fmri_ica.models.linear import LinearBaseline
-from fmri_ica.pipeline import Workspace, _first_windows, _fit, _run_scores, eval_windows, load_fold
+from fmri_ica.pipeline import (
+    Workspace,
+    _first_windows,
+    _fit,
+    _run_scores,
+    eval_windows,
+    fit_linear,
+    load_fold,
+)
 
 
 def probe(config: dict, name: str, data: dict, seed: int) -> dict:
     config = merge_config(config, {"seed": seed})
     train, test = data["train"], eval_windows(config, data["test"])
     started = time.perf_counter()
-    with _temporary_dir() as out:
+    with tempfile.TemporaryDirectory(prefix="recipe_probe_") as out:
         val = eval_windows(config, data["val"]) if len(data["val"]) else _first_windows(config, train)
         result = _fit(config, name, train, val, Path(out))
         scores = _run_scores(Path(out) / config["training"]["selection"], test)
@@ -48,17 +56,13 @@ def probe(config: dict, name: str, data: dict, seed: int) -> dict:
             "seconds": round(time.perf_counter() - started, 1)}
 
 
-def linear_reference(config: dict, data: dict) -> float:
-    window = config["samples"]["window"]
-    train, test = data["train"], data["test"]
-    model = LinearBaseline().fit(np.asarray(train.x[:, :window]), np.asarray(train.y))
-    return float(np.mean(model.predict(np.asarray(test.x[:, :window])) == np.asarray(test.y)))
-
-
-def _temporary_dir():
-    import tempfile
-
-    return tempfile.TemporaryDirectory(prefix="recipe_probe_")
+def linear_reference(config: dict, data: dict) -> float | None:
+    """The pipeline's linear reference on the fold: its run accuracy."""
+    fitted = fit_linear(config, data)
+    if fitted is None:
+        return None
+    _, test, pred = fitted
+    return float(np.mean(pred == np.asarray(test.y)))
 
 
 def main(argv=None) -> int:

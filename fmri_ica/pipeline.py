@@ -524,10 +524,10 @@ def eval_windows(config: dict, samples):
                              frame_stride=options["frame_stride"])
 
 
-def _train_dataset(config: dict, samples, y=None, *, noise_std: float | None = None):
-    """Random crops of whole runs, new every epoch (``samples.mode: runs``), or the windows;
-    read per batch from a store view (standardised on the fly), or from memory.
-    ``noise_std``: the model's input noise (default ``training.input_noise``)."""
+def _train_dataset(config: dict, samples, y=None, *, noise_std: float):
+    """Random crops of whole runs, new every epoch (``samples.mode: runs``), with Gaussian
+    noise of ``noise_std``, or the windows; read per batch from a store view (standardised
+    on the fly), or from memory."""
     from .data.store import SampleStore, StoreDataset, StoreRunCropDataset
     from .training import SequenceDataset
     from .training.data import RunCropDataset
@@ -538,7 +538,7 @@ def _train_dataset(config: dict, samples, y=None, *, noise_std: float | None = N
     if config["samples"]["mode"] != "runs":
         return StoreDataset(samples, y) if store else SequenceDataset(samples.x, y, samples.lengths)
     crops = dict(window=config["samples"]["window"], crops_per_run=t["crops_per_run"],
-                 seed=config["seed"], noise_std=t["input_noise"] if noise_std is None else noise_std)
+                 seed=config["seed"], noise_std=noise_std)
     if store:
         return StoreRunCropDataset(samples, y, **crops)
     return RunCropDataset(samples.x, y, samples.lengths, **crops)
@@ -647,14 +647,14 @@ def _fit(config: dict, name: str, train, val, out: Path, *, y=None, y_val=None):
     options = dict(config["models"][name])
     kind = options.pop("kind")
     t = config["training"]
-    noise_std = options.pop("input_noise", t["input_noise"])
+    options.pop("input_noise", None)
     seed_everything(config["seed"])
     model = build_model(kind, len(train.region_names), len(train.classes), **options)
     y_val = val.y if y_val is None else y_val
     val_set = (StoreDataset(val, y_val) if isinstance(val, SampleStore)
                else SequenceDataset(val.x, y_val, val.lengths))
     return fit(
-        model, _train_dataset(config, train, y, noise_std=noise_std), val_set, epochs=t["epochs"], lr=t["lr"],
+        model, _train_dataset(config, train, y, noise_std=input_noise(config, name)), val_set, epochs=t["epochs"], lr=t["lr"],
         batch_size=t["batch_size"], patience=t["patience"], weight_decay=t["weight_decay"],
         selection=t["selection"], min_epochs=t["min_epochs"], seed=config["seed"], out_dir=out,
         device=t["device"], resume=True, progress=True,
@@ -801,23 +801,34 @@ def _remove_linear(ws: Workspace) -> None:
         ws.marker(stage, "linear").unlink(missing_ok=True)
 
 
+def fit_linear(config: dict, data: dict):
+    """The linear reference on one fold (``load_fold``'s output) at its best setting, one
+    run-aligned window per run: ``(model, test windows, predictions)``, or None when the
+    windows do not share one length."""
+    from .models.linear import LinearBaseline
+
+    train, test = _first_windows(config, data["train"]), _first_windows(config, data["test"])
+    if train is None or test is None:
+        return None
+    model = LinearBaseline(seed=config["seed"]).fit(train.x, train.y)
+    return model, test, model.predict(test.x)
+
+
 def _explain_linear(config: dict, ws: Workspace) -> dict:
     """The linear reference on every fold, at its best setting: one run-aligned window per
     run (it is not shift-invariant). Pooled run accuracy with its interval, and the mean
     over folds of its |weight| maps, scored like the saliency maps."""
-    from .models.linear import LinearBaseline
     from .saliency.runtime import write_class_maps
     from .training.scores import pooled_scores, scores_from_predictions
 
     folds, maps = [], []
     for k in range(n_folds(ws)):
         data = load_fold(ws, k)
-        train, test = _first_windows(config, data["train"]), _first_windows(config, data["test"])
-        if train is None or test is None:
+        fitted = fit_linear(config, data)
+        if fitted is None:
             logger.info("Linear reference skipped: it needs windows of one length.")
             return {"skipped": True}
-        model = LinearBaseline(seed=config["seed"]).fit(train.x, train.y)
-        pred = model.predict(test.x)
+        model, test, pred = fitted
         scores = scores_from_predictions(test.y, pred, len(test.classes))
         runs = [{"run": str(r), "subject": str(s), "label": int(y), "pred": int(p)}
                 for r, s, y, p in zip(test.runs, test.subjects, test.y, pred, strict=True)]
@@ -1207,10 +1218,14 @@ def _mark_planted(results: dict, ground_truth: dict | None) -> None:
                                                   else "" for r in result.top_regions["region"]]
 
 
+def input_noise(config: dict, name: str) -> float:
+    """Model ``name``'s training input noise: its own ``input_noise``, else ``training``'s."""
+    return config["models"][name].get("input_noise", config["training"]["input_noise"])
+
+
 def _noise_levels(config: dict) -> str:
     """Each model's training input noise, e.g. ``1 (ica-lstm), 0 (lstm)``, or one number."""
-    levels = {name: spec.get("input_noise", config["training"]["input_noise"])
-              for name, spec in config["models"].items()}
+    levels = {name: input_noise(config, name) for name in config["models"]}
     if len(set(levels.values())) == 1:
         return f"{next(iter(levels.values())):g}"
     return ", ".join(f"{value:g} ({name})" for name, value in levels.items())
